@@ -173,9 +173,11 @@ def parse_key(key: bytes | bytearray | memoryview | str) -> bytes:
         s = s[7:].split("/", 1)[0]
     if len(s) == 64:
         try:
-            return bytes.fromhex(s)
+            k = bytes.fromhex(s)
         except ValueError:
             raise BadArgumentError(f"invalid hex key {key!r}") from None
+        if len(k) == 32:  # fromhex skips whitespace: "00 01…" would be short
+            return k
     if len(s) == 52:
         k = z32_decode(s)
         if len(k) == 32:
