@@ -1,0 +1,540 @@
+"""One open core: the state all its sessions share, and every write to its files.
+
+``Core.open`` replays the oplog over the header (01-core §7.6) and refuses
+damaged storage with a typed error, touching nothing (§7.16); the only thing
+it ever repairs is a torn tail, and only when writable.  Mutations follow the
+reference's write order (data -> oplog entry -> in-memory state -> maybe a
+flush: bitfield -> tree -> header), so a crash at any point is recoverable
+and every acknowledged mutation survives.  All file I/O is inline.
+
+Sessions (``session.Spacecore``) hold a ``Core``; they encode values,
+encrypt, wait and emit events.  Nothing here awaits except ``wait_change``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import trio
+
+from .. import crypto
+from ..errors import (
+    BadArgumentError,
+    OplogCorruptError,
+    SessionNotWritableError,
+    StorageConflictError,
+    StorageCorruptError,
+    StorageEmptyError,
+)
+from . import oplog as oplog_mod
+from .bitfield import Bitfield
+from .merkle_tree import MerkleTree
+from .messages import (
+    BitfieldUpdate,
+    Entry,
+    Header,
+    Manifest,
+    Reorg,
+    TreeHeader,
+    TreeUpgrade,
+    decode_header,
+    decode_multisig_v1,
+    encode_multisig_v1,
+    is_compat,
+    manifest_hash,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BLOCK = 15 * 1024 * 1024
+FLUSH_ENTRIES_BYTES = 65536
+
+
+class Core:
+    def __init__(self, storage, label: str) -> None:
+        self.storage = storage
+        self.label = label  # directory shown in error messages
+        self.oplog_file = storage.open("oplog")
+        self.tree_file = storage.open("tree")
+        self.bitfield_file = storage.open("bitfield")
+        self.data_file = storage.open("data")
+        self._header_file = None
+        self.tree = MerkleTree(self.tree_file, path=self._path("tree"))
+        self.bitfield = Bitfield()
+        self.header: Header
+        self.writer: oplog_mod.OplogWriter
+        self.key: bytes = b""
+        self.discovery_key: bytes = b""
+        self.key_pair: crypto.KeyPair | None = None
+        self.contiguous = 0
+        self.auto_flush = 1
+        self.writable_storage = True
+        self.closed = False
+        self.sessions: set = set()
+        self.on_close: list[Callable[["Core"], None]] = []
+        self._verified = bytearray()
+        self._seq = (-1, 0)  # (block index, byte offset) of the last block read: sequential reads skip the tree walk
+        self._change = trio.Event()
+
+    def _path(self, name: str) -> str:
+        return f"{self.label}/{name}" if self.label else name
+
+    @property
+    def header_file(self):
+        if self._header_file is None:
+            self._header_file = self.storage.open("header")
+        return self._header_file
+
+    # opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, storage, *, label: str = "", key: bytes | None = None, key_pair: crypto.KeyPair | None = None,
+             manifest: Manifest | None = None, create_if_missing: bool = True, overwrite: bool = False,
+             writable: bool = True, compat: bool = True, lock: bool = False) -> "Core":
+        core = cls(storage, label)
+        try:
+            if lock:
+                core.oplog_file.lock()
+            core._open(key, key_pair, manifest, create_if_missing, overwrite, writable, compat)
+        except BaseException:
+            core._close_files()
+            raise
+        return core
+
+    def _open(self, key, key_pair, manifest, create_if_missing, overwrite, writable, compat) -> None:
+        self.writable_storage = writable
+        buf = self.oplog_file.read_all()
+        state = None if overwrite else oplog_mod.parse(buf, self._path("oplog"))
+        if state is None:
+            if not overwrite and any(f.size() > 0 for f in (self.tree_file, self.bitfield_file, self.data_file)):
+                raise OplogCorruptError("oplog has no valid header but the core has tree/bitfield/data files",
+                                        path=self._path("oplog"), offset=0)
+            if not create_if_missing:
+                raise StorageEmptyError(f"no core stored in {self.label or 'storage'}")
+            self._create(key, key_pair, manifest, compat, overwrite)
+            return
+        header = state.header
+        if header.external is not None:
+            start, length = header.external
+            raw = self.header_file.read(start, length)
+            try:
+                header = decode_header(raw)
+            except Exception:
+                raise OplogCorruptError("external header cannot be decoded", path=self._path("header"),
+                                        offset=start) from None
+            external = (start, length)
+        else:
+            external = None
+        if key is not None and key != header.key:
+            raise StorageConflictError(f"another core is stored here: expected {key.hex()}, found {header.key.hex()}")
+        if manifest is not None and header.manifest is not None and manifest_hash(manifest) != manifest_hash(header.manifest):
+            raise StorageConflictError("manifest does not match the stored core")
+        self.header = header
+        self.key = header.key
+        self.discovery_key = crypto.discovery_key(header.key)
+        self._install_key_pair(header.key_pair)
+        if key_pair is not None:
+            self._install_key_pair(key_pair, check=True)
+
+        bf_raw = self.bitfield_file.read_all()
+        hint = header.contiguous_length
+        if hint > 0 and len(bf_raw) < (hint + 7) // 8:
+            raise StorageCorruptError(
+                f"bitfield file is missing or short ({len(bf_raw)} bytes) but {hint} blocks were recorded as present",
+                path=self._path("bitfield"), offset=len(bf_raw))
+        self.bitfield = Bitfield(bf_raw)
+
+        tree = self.tree
+        t = header.tree
+        tree.length, tree.fork, tree.signature = t.length, t.fork, t.signature
+        upgraded = False
+        for e in state.entries:
+            self._replay(e)
+            upgraded = upgraded or e.tree_upgrade is not None
+        tree.load_roots()
+        if upgraded:
+            header.tree = TreeHeader(tree.fork, tree.length, tree.tree_hash(), tree.signature)
+        if tree.length > 0 and not self.verify_signature(tree.tree_hash(), tree.length, tree.fork, tree.signature):
+            raise StorageCorruptError(
+                f"the roots of length {tree.length} do not match the signed tree hash", path=self._path("tree"))
+        beyond = self.bitfield.first_set(tree.length)
+        if beyond != -1:
+            raise StorageCorruptError(
+                f"bitfield marks block {beyond} present beyond the length {tree.length}: the oplog header was rolled back",
+                path=self._path("bitfield"), offset=beyond >> 3)
+        self.contiguous = min(self.bitfield.leading_ones(), tree.length)
+        if state.torn_tail and writable:
+            log.info("%s: dropping a torn oplog tail (%d bytes)", self._path("oplog"), state.file_size - state.entries_end)
+            self.oplog_file.truncate(state.entries_end)
+        self.writer = oplog_mod.OplogWriter(self.oplog_file, state.bits, state.entries_end, external)
+        self.auto_flush = 1
+
+    def _create(self, key, key_pair, manifest, compat, overwrite) -> None:
+        if compat and key is not None and key_pair is not None and key != key_pair.public_key:
+            raise BadArgumentError("key does not match the key pair")
+        if key_pair is None and key is None and manifest is None:
+            key_pair = crypto.key_pair()
+        use_default = manifest is None and (compat or key is None or (key_pair is not None and key == key_pair.public_key))
+        if use_default:
+            pk = key if key is not None else key_pair.public_key
+            manifest = Manifest.default(pk) if (key is None or key_pair is not None) else None
+        if key is None:
+            if manifest is None:
+                raise BadArgumentError("cannot create a core without a key, key pair or manifest")
+            key = manifest.signers[0].public_key if (compat and use_default) else manifest_hash(manifest)
+        if overwrite:
+            for f in (self.tree_file, self.bitfield_file, self.data_file):
+                f.truncate(0)
+            self.oplog_file.truncate(0)
+        self.header = Header(key=key, manifest=manifest,
+                             key_pair=crypto.KeyPair(key_pair.public_key, key_pair.secret_key) if key_pair else None)
+        self.key = key
+        self.discovery_key = crypto.discovery_key(key)
+        self._install_key_pair(key_pair)
+        self.writer = oplog_mod.OplogWriter(self.oplog_file)
+        self.writer.write_header(self.header, None)
+        self.auto_flush = 1
+
+    def _install_key_pair(self, kp: crypto.KeyPair | None, check: bool = False) -> None:
+        if kp is None:
+            return
+        if check and is_compat(self.key, self.header.manifest) and kp.public_key != self.key:
+            raise BadArgumentError("key pair does not match the core's key")
+        self.key_pair = kp
+
+    def _replay(self, e: Entry) -> None:
+        h = self.header
+        if e.user_data is not None:
+            self._apply_user_data(*e.user_data)
+        if e.tree_nodes:
+            self.tree.add_nodes(e.tree_nodes)
+        if e.bitfield is not None:
+            b = e.bitfield
+            self.bitfield.set_range(b.start, b.start + b.length, not b.drop)
+        if e.tree_upgrade is not None:
+            u = e.tree_upgrade
+            tree = self.tree
+            if tree.length > 0 and u.fork != tree.fork:
+                self._add_reorg(tree.fork, u.fork, u.ancestors)
+            if u.ancestors < tree.length:
+                tree.truncate(u.ancestors)
+            tree.set_length(u.length, u.fork, u.signature, load_roots=False)
+
+    def _add_reorg(self, from_fork: int, to_fork: int, ancestors: int) -> None:
+        reorgs = self.header.reorgs
+        while len(reorgs) >= 4:
+            reorgs.pop(0)
+        while reorgs and reorgs[-1].ancestors > ancestors:
+            reorgs.pop()
+        reorgs.append(Reorg(from_fork, to_fork, ancestors))
+
+    # properties -------------------------------------------------------------------
+
+    @property
+    def length(self) -> int:
+        return self.tree.length
+
+    @property
+    def fork(self) -> int:
+        return self.tree.fork
+
+    @property
+    def manifest(self) -> Manifest | None:
+        return self.header.manifest
+
+    @property
+    def compat(self) -> bool:
+        return is_compat(self.key, self.header.manifest)
+
+    @property
+    def can_write(self) -> bool:
+        return self.writable_storage and self.key_pair is not None and bool(self.key_pair.secret_key)
+
+    # signatures ---------------------------------------------------------------------
+
+    def _manifest_for_signing(self) -> Manifest:
+        m = self.header.manifest
+        if m is None:
+            m = Manifest.default(self.key_pair.public_key)
+        return m
+
+    def sign(self, tree_hash: bytes, length: int, fork: int) -> bytes:
+        kp = self.key_pair
+        if self.compat:
+            return crypto.sign(crypto.compat_signable(tree_hash, length, fork), kp.secret_key)
+        m = self.header.manifest
+        idx = next((i for i, s in enumerate(m.signers) if s.public_key == kp.public_key), None)
+        if idx is None:
+            raise SessionNotWritableError("the key pair is not a signer of this core's manifest")
+        if m.version == 0:
+            return crypto.sign(crypto.manifest_signable(m.signers[idx].namespace, tree_hash, length, fork), kp.secret_key)
+        sig = crypto.sign(crypto.manifest_signable(self.key, tree_hash, length, fork), kp.secret_key)
+        return encode_multisig_v1([(idx, sig)])
+
+    def verify_signature(self, tree_hash: bytes, length: int, fork: int, signature: bytes | None) -> bool:
+        if not signature:
+            return False
+        m = self.header.manifest
+        if is_compat(self.key, m):
+            return crypto.verify(crypto.compat_signable(tree_hash, length, fork), signature, self.key)
+        if m.prologue is not None and length <= m.prologue[1]:
+            return length == m.prologue[1] and tree_hash == m.prologue[0]
+        if m.version == 0:
+            if len(m.signers) != 1:
+                return False
+            s = m.signers[0]
+            return crypto.verify(crypto.manifest_signable(s.namespace, tree_hash, length, fork), signature, s.public_key)
+        try:
+            proofs = decode_multisig_v1(signature)
+        except Exception:
+            return False
+        if len(proofs) < m.quorum:
+            return False
+        seen = set()
+        msg = crypto.manifest_signable(self.key, tree_hash, length, fork)
+        for signer, sig, patch in proofs[: m.quorum]:
+            if signer >= len(m.signers) or signer in seen or patch:
+                return False
+            seen.add(signer)
+            if not crypto.verify(msg, sig, m.signers[signer].public_key):
+                return False
+        return True
+
+    # reads --------------------------------------------------------------------------
+
+    def has(self, i: int) -> bool:
+        return 0 <= i < self.tree.length and self.bitfield.get(i)
+
+    def block_range(self, i: int) -> tuple[int, int]:
+        """(byte offset, stored size) of block ``i`` in the data file."""
+        node = self.tree.get_node(2 * i)
+        if node is None:
+            raise StorageCorruptError(f"tree node {2 * i} (block {i}) is missing", path=self._path("tree"), offset=80 * i)
+        last, end = self._seq
+        off = end if last == i - 1 else self.tree.byte_offset(2 * i)
+        return off, node[1]
+
+    def read_block(self, i: int) -> bytes | None:
+        """The stored bytes of block ``i`` if held locally, checked against its leaf hash once."""
+        if not (0 <= i < self.tree.length) or not self.bitfield.get(i):
+            return None
+        node = self.tree.get_node(2 * i)
+        if node is None:
+            raise StorageCorruptError(f"tree node {2 * i} (block {i}) is missing", path=self._path("tree"), offset=80 * i)
+        size = node[1]
+        last, end = self._seq
+        off = end if last == i - 1 else self.tree.byte_offset(2 * i)
+        data = self.data_file.read(off, size)
+        if len(data) != size:
+            raise StorageCorruptError(f"block {i} is cut short: expected bytes [{off}, {off + size}), got {len(data)}",
+                                      path=self._path("data"), offset=off)
+        v = self._verified
+        b = i >> 3
+        if b >= len(v) or not v[b] >> (i & 7) & 1:
+            if crypto.leaf_hash(data) != node[2]:
+                raise StorageCorruptError(f"block {i} does not match its hash in the tree",
+                                          path=self._path("data"), offset=off)
+            if b >= len(v):
+                v.extend(bytes(b + 1 - len(v) + 4096))
+            v[b] |= 1 << (i & 7)
+        self._seq = (i, off + size)
+        return data
+
+    # writes -----------------------------------------------------------------------
+
+    def _require_writable(self) -> None:
+        if not self.can_write:
+            raise SessionNotWritableError("core is not writable")
+
+    def append(self, blocks: list[bytes]) -> tuple[int, int]:
+        """Append stored (already encoded/encrypted) blocks; durable in the page cache on return."""
+        self._require_writable()
+        tree = self.tree
+        if not blocks:
+            return tree.length, tree.byte_length
+        for b in blocks:
+            if len(b) > MAX_BLOCK:
+                raise BadArgumentError(f"block of {len(b)} bytes is larger than 15 MiB")
+        lh = crypto.leaf_hash
+        leaves = [(len(b), lh(b)) for b in blocks]
+        old_length, old_bytes = tree.length, tree.byte_length
+        nodes, roots, length, byte_length = tree.build_append(leaves)
+        th = crypto.tree_hash(roots)
+        fork = tree.fork
+        signature = self.sign(th, length, fork)
+        manifest_set = False
+        if self.header.manifest is None:
+            self.header.manifest = self._manifest_for_signing()
+            manifest_set = True
+        self.data_file.write(old_bytes, blocks[0] if len(blocks) == 1 else b"".join(blocks))
+        self.writer.append(Entry(tree_nodes=nodes, tree_upgrade=TreeUpgrade(fork, old_length, length, signature),
+                                 bitfield=BitfieldUpdate(False, old_length, length - old_length)))
+        tree.commit_append(nodes, roots, length, byte_length, fork, signature)
+        self.header.tree = TreeHeader(fork, length, th, signature)
+        self.bitfield.set_range(old_length, length, True)
+        self._contig_set(old_length, length)
+        self._mark_verified(old_length, length)
+        self._mutated(manifest_set)
+        self._notify()
+        return length, byte_length
+
+    def _mark_verified(self, start: int, end: int) -> None:
+        v = self._verified
+        need = (end + 7) >> 3
+        if need > len(v):
+            v.extend(bytes(need - len(v) + 4096))
+        for i in range(start, end):
+            v[i >> 3] |= 1 << (i & 7)
+
+    def _contig_set(self, start: int, end: int) -> None:
+        c = self.contiguous
+        if start <= c <= end:
+            c = end
+            while self.bitfield.get(c):
+                c += 1
+            self.contiguous = min(c, self.tree.length)
+
+    def truncate(self, new_length: int, fork: int | None = None) -> None:
+        tree = self.tree
+        if fork is None:
+            fork = tree.fork + 1
+        if not (new_length == 0 and fork == tree.fork):
+            self._require_writable()
+        if new_length > tree.length or new_length < 0:
+            raise BadArgumentError(f"cannot truncate to {new_length}: the core has {tree.length} blocks")
+        old_length = tree.length
+        roots = tree.truncation_roots(new_length)
+        th = crypto.tree_hash(roots)
+        signature = self.sign(th, new_length, fork) if new_length > 0 else None
+        if self.header.manifest is None and self.key_pair is not None:
+            self.header.manifest = self._manifest_for_signing()
+        self.writer.append(Entry(tree_nodes=[], tree_upgrade=TreeUpgrade(fork, new_length, new_length, signature),
+                                 bitfield=BitfieldUpdate(True, new_length, old_length - new_length)))
+        if old_length > 0 and fork != tree.fork:
+            self._add_reorg(tree.fork, fork, new_length)
+        if new_length < old_length:
+            tree.truncate(new_length)
+        tree.roots = roots
+        tree.length = new_length
+        tree.byte_length = sum(r[1] for r in roots)
+        tree.fork = fork
+        tree.signature = signature
+        self.header.tree = TreeHeader(fork, new_length, th, signature)
+        self.bitfield.set_range(new_length, old_length, False)
+        if new_length < self.contiguous:
+            self.contiguous = new_length
+        v = self._verified
+        for i in range(new_length, min(old_length, len(v) * 8)):
+            v[i >> 3] &= ~(1 << (i & 7)) & 0xFF
+        self._seq = (-1, 0)
+        self.flush()
+        self._notify()
+
+    def clear(self, start: int, end: int) -> None:
+        tree = self.tree
+        end = min(end, tree.length)
+        if start >= end:
+            return
+        self.writer.append(Entry(bitfield=BitfieldUpdate(True, start, end - start)))
+        bf = self.bitfield
+        bf.set_range(start, end, False)
+        if start < self.contiguous:
+            self.contiguous = start
+        s = bf.last_set(start - 1) + 1 if start > 0 else 0
+        e = bf.first_set(end)
+        if e == -1 or e > tree.length:
+            e = tree.length
+        s_off = tree.byte_offset(2 * s)
+        e_off = tree.byte_offset(2 * e)
+        v = self._verified
+        for i in range(start, min(end, len(v) * 8)):
+            v[i >> 3] &= ~(1 << (i & 7)) & 0xFF
+        if e_off > s_off:
+            self.data_file.punch(s_off, e_off - s_off)
+            self._mutated()
+
+    def _apply_user_data(self, key: str, value: bytes | None) -> None:
+        ud = self.header.user_data
+        for idx, (k, _) in enumerate(ud):
+            if k == key:
+                if value is None:
+                    del ud[idx]
+                else:
+                    ud[idx] = (key, value)
+                return
+        if value is not None:
+            ud.append((key, value))
+
+    def get_user_data(self, key: str) -> bytes | None:
+        return self.header.get_user_data(key)
+
+    def set_user_data(self, key: str, value: bytes | None, *, flush: bool = False) -> None:
+        if not isinstance(key, str):
+            raise BadArgumentError("user data key must be a string")
+        if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
+            raise BadArgumentError(f"user data value must be bytes or None, not {type(value).__name__}")
+        present = any(k == key for k, _ in self.header.user_data)
+        if value is None:
+            if not present:
+                return
+        else:
+            value = bytes(value)
+            if value and present and self.header.get_user_data(key) == value:
+                return
+        stored = value or None
+        self.writer.append(Entry(user_data=(key, stored)))
+        self._apply_user_data(key, stored)
+        if flush:
+            self.flush()
+        else:
+            self._mutated()
+
+    def _mutated(self, manifest_set: bool = False) -> None:
+        self.auto_flush -= 1
+        if self.auto_flush <= 0 or self.writer.entries_size >= FLUSH_ENTRIES_BYTES:
+            self.flush()
+            self.auto_flush = 4
+        elif manifest_set:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write dirty bitfield pages, pending tree nodes, then the header (§7.7)."""
+        self.bitfield.flush_to(self.bitfield_file)
+        self.tree.flush_to()
+        self.header.contiguous_length = self.contiguous
+        self.writer.write_header(self.header, self.header_file)
+
+    def sync(self) -> None:
+        """fdatasync every file: what returned before is on stable storage after this."""
+        for f in (self.data_file, self.tree_file, self.bitfield_file, self.oplog_file):
+            f.sync()
+
+    # waiting ------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        ev = self._change
+        self._change = trio.Event()
+        ev.set()
+
+    async def wait_change(self) -> None:
+        await self._change.wait()
+
+    # closing ------------------------------------------------------------------------
+
+    def _close_files(self) -> None:
+        for f in (self.oplog_file, self.tree_file, self.bitfield_file, self.data_file, self._header_file):
+            if f is not None:
+                f.close()
+
+    def close(self) -> None:
+        """Close the files (nothing is flushed, as the reference) and wake waiters."""
+        if self.closed:
+            return
+        self.closed = True
+        self._close_files()
+        self._notify()
+        for cb in self.on_close:
+            try:
+                cb(self)
+            except Exception:
+                log.exception("close callback failed")
