@@ -93,6 +93,8 @@ class Core:
              writable: bool = True, compat: bool = True, lock: bool = False) -> "Core":
         core = cls(storage, label)
         try:
+            if not create_if_missing and core.oplog_file.size() == 0:
+                raise StorageEmptyError(f"no core stored in {label or 'storage'}")
             if lock:
                 core.oplog_file.lock()
             core._open(key, key_pair, manifest, create_if_missing, overwrite, writable, compat)
