@@ -98,6 +98,18 @@ class FileBackedFile:
         while n < len(data):  # short writes are rare but legal
             n += os.pwrite(self.fd, memoryview(data)[n:], offset + n)
 
+    def writev(self, offset: int, chunks: list[bytes]) -> None:
+        """Write consecutive chunks at ``offset`` without joining them (pwritev)."""
+        if self.fd < 0:
+            self._open(create=True)
+        for k in range(0, len(chunks), 512):
+            part = chunks[k : k + 512]
+            total = sum(len(c) for c in part)
+            n = os.pwritev(self.fd, part, offset)
+            if n < total:
+                self.write(offset + n, b"".join(part)[n:])
+            offset += total
+
     def truncate(self, size: int) -> None:
         if self.fd < 0:
             if size == 0:

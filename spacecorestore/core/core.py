@@ -48,6 +48,17 @@ log = logging.getLogger(__name__)
 
 MAX_BLOCK = 15 * 1024 * 1024
 FLUSH_ENTRIES_BYTES = 65536
+PARALLEL_WRITE_MIN = 1 << 20
+_pool = None
+
+
+def _io_pool():
+    global _pool
+    if _pool is None:
+        import concurrent.futures
+
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spacecore-io")
+    return _pool
 
 
 class Core:
@@ -358,8 +369,19 @@ class Core:
             if len(b) > MAX_BLOCK:
                 raise BadArgumentError(f"block of {len(b)} bytes is larger than 15 MiB")
         lh = crypto.leaf_hash
-        leaves = [(len(b), lh(b)) for b in blocks]
         old_length, old_bytes = tree.length, tree.byte_length
+        data_written = False
+        if len(blocks) > 1 and sum(len(b) for b in blocks) >= PARALLEL_WRITE_MIN and hasattr(self.data_file, "writev"):
+            # Big batch: the data write (page-cache copies) runs in a worker thread while
+            # this thread hashes; both release the GIL.  The entry is still written after.
+            fut = _io_pool().submit(self.data_file.writev, old_bytes, blocks)
+            try:
+                leaves = [(len(b), lh(b)) for b in blocks]
+            finally:
+                fut.result()
+            data_written = True
+        else:
+            leaves = [(len(b), lh(b)) for b in blocks]
         nodes, roots, length, byte_length = tree.build_append(leaves)
         th = crypto.tree_hash(roots)
         fork = tree.fork
@@ -368,7 +390,8 @@ class Core:
         if self.header.manifest is None:
             self.header.manifest = self._manifest_for_signing()
             manifest_set = True
-        self.data_file.write(old_bytes, blocks[0] if len(blocks) == 1 else b"".join(blocks))
+        if not data_written:
+            self.data_file.write(old_bytes, blocks[0] if len(blocks) == 1 else b"".join(blocks))
         self.writer.append(Entry(tree_nodes=nodes, tree_upgrade=TreeUpgrade(fork, old_length, length, signature),
                                  bitfield=BitfieldUpdate(False, old_length, length - old_length)))
         tree.commit_append(nodes, roots, length, byte_length, fork, signature)
