@@ -305,7 +305,9 @@ class Spacecore:
             blocks = [e.encrypt(base + k, b, fork) for k, b in enumerate(blocks)]
         length, tbl = core.append(blocks)
         self._emit_all("append")
-        return AppendResult(length, tbl - length * self.padding)
+        # 01-core §8.2: the tree byte length, padding included (as the reference returns it);
+        # ``self.byte_length`` is the one without padding
+        return AppendResult(length, tbl)
 
     async def truncate(self, new_length: int = 0, fork: int | None = None) -> None:
         core = await self._core()
@@ -338,6 +340,9 @@ class Spacecore:
     async def flush(self) -> None:
         """Write the header now (the reference's explicit ``flush()``)."""
         core = await self._core()
+        # the reference's Core.flush() also restarts the auto-flush counter (`_autoFlush = 4`);
+        # internal flushes (truncate, manifest) do not, so this is done here and not in Core.flush
+        core.auto_flush = 4
         core.flush()
 
     async def sync(self) -> None:
