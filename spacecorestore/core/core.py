@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 MAX_BLOCK = 15 * 1024 * 1024
 FLUSH_ENTRIES_BYTES = 65536
 PARALLEL_WRITE_MIN = 1 << 20
+READAHEAD_MIN_BLOCK = 16384
+READAHEAD_BYTES = 1 << 20
 _pool = None
 
 
@@ -85,6 +87,7 @@ class Core:
         self.on_close: list[Callable[["Core"], None]] = []
         self._verified = bytearray()
         self._seq = (-1, 0)  # (block index, byte offset) of the last block read: sequential reads skip the tree walk
+        self._ra = None  # read-ahead: (first, end, byte offset, bytes, [(offset, size)])
         self._change = trio.Event()
 
     def _path(self, name: str) -> str:
@@ -329,6 +332,12 @@ class Core:
 
     def read_block(self, i: int) -> bytes | None:
         """The stored bytes of block ``i`` if held locally, checked against its leaf hash once."""
+        ra = self._ra
+        if ra is not None and ra[0] <= i < ra[1]:
+            start, _, base, buf, spans = ra
+            off, size = spans[i - start]
+            self._seq = (i, off + size)
+            return buf[off - base : off - base + size]
         if not (0 <= i < self.tree.length) or not self.bitfield.get(i):
             return None
         node = self.tree.get_node(2 * i)
@@ -336,22 +345,82 @@ class Core:
             raise StorageCorruptError(f"tree node {2 * i} (block {i}) is missing", path=self._path("tree"), offset=80 * i)
         size = node[1]
         last, end = self._seq
-        off = end if last == i - 1 else self.tree.byte_offset(2 * i)
+        sequential = last == i - 1
+        off = end if sequential else self.tree.byte_offset(2 * i)
+        if sequential and size >= READAHEAD_MIN_BLOCK:
+            data = self._read_ahead(i, off, size, node[2])
+            if data is not None:
+                return data
         data = self.data_file.read(off, size)
         if len(data) != size:
             raise StorageCorruptError(f"block {i} is cut short: expected bytes [{off}, {off + size}), got {len(data)}",
                                       path=self._path("data"), offset=off)
-        v = self._verified
-        b = i >> 3
-        if b >= len(v) or not v[b] >> (i & 7) & 1:
+        if not self._is_verified(i):
             if crypto.leaf_hash(data) != node[2]:
                 raise StorageCorruptError(f"block {i} does not match its hash in the tree",
                                           path=self._path("data"), offset=off)
-            if b >= len(v):
-                v.extend(bytes(b + 1 - len(v) + 4096))
-            v[b] |= 1 << (i & 7)
+            self._mark_verified(i, i + 1)
         self._seq = (i, off + size)
         return data
+
+    def _is_verified(self, i: int) -> bool:
+        v = self._verified
+        b = i >> 3
+        return b < len(v) and bool(v[b] >> (i & 7) & 1)
+
+    def _read_ahead(self, i: int, off: int, size: int, first_hash: bytes) -> bytes | None:
+        """Sequential reads of big blocks: one read of the next blocks, hashed on two cores.
+
+        The blocks after ``i`` are kept for the next gets; one that fails its
+        hash is simply not kept, so its own get reports the damage.
+        """
+        tree, bf = self.tree, self.bitfield
+        spans = [(off, size)]
+        hashes = [first_hash]
+        total = size
+        j = i + 1
+        while j < tree.length and total < READAHEAD_BYTES and j - i < 64 and bf.get(j):
+            n = tree.get_node(2 * j)
+            if n is None:
+                break
+            spans.append((off + total, n[1]))
+            hashes.append(n[2])
+            total += n[1]
+            j += 1
+        if j == i + 1:
+            return None
+        buf = self.data_file.read(off, total)
+        while spans and spans[-1][0] + spans[-1][1] - off > len(buf):
+            spans.pop()
+        if not spans or spans[0][1] != size:
+            return None  # cut short: the plain path reports it
+        todo = [k for k in range(len(spans)) if not self._is_verified(i + k)]
+        ok = [True] * len(spans)
+
+        def check(ks):
+            lh = crypto.leaf_hash
+            for k in ks:
+                o, sz = spans[k]
+                ok[k] = lh(buf[o - off : o - off + sz]) == hashes[k]
+
+        if len(todo) > 1:
+            fut = _io_pool().submit(check, todo[1::2])
+            try:
+                check(todo[0::2])
+            finally:
+                fut.result()
+        else:
+            check(todo)
+        if not ok[0]:
+            raise StorageCorruptError(f"block {i} does not match its hash in the tree",
+                                      path=self._path("data"), offset=off)
+        good = 1
+        while good < len(spans) and ok[good]:
+            good += 1
+        self._mark_verified(i, i + good)
+        self._ra = (i, i + good, off, buf, spans[:good])
+        self._seq = (i, off + size)
+        return buf[:size]
 
     # writes -----------------------------------------------------------------------
 
@@ -452,15 +521,17 @@ class Core:
         for i in range(new_length, min(old_length, len(v) * 8)):
             v[i >> 3] &= ~(1 << (i & 7)) & 0xFF
         self._seq = (-1, 0)
+        self._ra = None
         self.flush()
         self._notify()
 
     def clear(self, start: int, end: int) -> None:
         tree = self.tree
-        end = min(end, tree.length)
-        if start >= end:
+        if start >= end or start >= tree.length:
             return
+        # the entry records the range as given, also past the length (the reference does not clamp)
         self.writer.append(Entry(bitfield=BitfieldUpdate(True, start, end - start)))
+        self._ra = None
         bf = self.bitfield
         bf.set_range(start, end, False)
         if start < self.contiguous:
@@ -509,17 +580,15 @@ class Core:
         stored = value or None
         self.writer.append(Entry(user_data=(key, stored)))
         self._apply_user_data(key, stored)
-        if flush:
-            self.flush()
-        else:
-            self._mutated()
+        self._mutated(force=flush)
 
-    def _mutated(self, manifest_set: bool = False) -> None:
+    def _mutated(self, manifest_set: bool = False, force: bool = False) -> None:
+        # the reference: `if (this._shouldFlush() || flush)`: a forced flush uses up the counter too
         self.auto_flush -= 1
         if self.auto_flush <= 0 or self.writer.entries_size >= FLUSH_ENTRIES_BYTES:
             self.flush()
             self.auto_flush = 4
-        elif manifest_set:
+        elif manifest_set or force:
             self.flush()
 
     def flush(self) -> None:

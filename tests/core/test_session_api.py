@@ -181,3 +181,23 @@ async def test_durable_sync(tmp_path):
         await core.append(b"x")
         await core.sync()
         assert (tmp_path / "data").read_bytes() == b"x"
+
+
+async def test_sequential_read_ahead_still_checks_every_block(tmp_path):
+    blocks = [bytes([i]) * 40000 for i in range(40)]
+    async with Spacecore(tmp_path) as core:
+        await core.append(blocks)
+    p = tmp_path / "data"
+    raw = bytearray(p.read_bytes())
+    raw[5 * 40000 + 123] ^= 1
+    p.write_bytes(bytes(raw))
+    async with Spacecore(tmp_path) as core:
+        for i in range(5):
+            assert await core.get(i) == blocks[i]
+        with pytest.raises(Exception) as ei:
+            await core.get(5)
+        assert ei.value.code == "STORAGE_CORRUPT"
+        for i in range(6, 40):
+            assert await core.get(i) == blocks[i]
+        with pytest.raises(Exception):
+            await core.get(5)
