@@ -89,6 +89,7 @@ class Core:
         self._seq = (-1, 0)  # (block index, byte offset) of the last block read: sequential reads skip the tree walk
         self._ra = None  # read-ahead: (first, end, byte offset, bytes, [(offset, size)])
         self._change = trio.Event()
+        self._manifest_flushed = True
 
     def _path(self, name: str) -> str:
         return f"{self.label}/{name}" if self.label else name
@@ -184,6 +185,7 @@ class Core:
             self.oplog_file.truncate(state.entries_end)
         self.writer = oplog_mod.OplogWriter(self.oplog_file, state.bits, state.entries_end, external)
         self.auto_flush = 1
+        self._manifest_flushed = header.manifest is not None
 
     def _create(self, key, key_pair, manifest, compat, overwrite) -> None:
         if compat and key is not None and key_pair is not None and key != key_pair.public_key:
@@ -210,6 +212,7 @@ class Core:
         self.writer = oplog_mod.OplogWriter(self.oplog_file)
         self.writer.write_header(self.header, None)
         self.auto_flush = 1
+        self._manifest_flushed = manifest is not None
 
     def _install_key_pair(self, kp: crypto.KeyPair | None, check: bool = False) -> None:
         if kp is None:
@@ -458,6 +461,7 @@ class Core:
         manifest_set = False
         if self.header.manifest is None:
             self.header.manifest = self._manifest_for_signing()
+            self._manifest_flushed = False
             manifest_set = True
         if not data_written:
             self.data_file.write(old_bytes, blocks[0] if len(blocks) == 1 else b"".join(blocks))
@@ -502,6 +506,7 @@ class Core:
         signature = self.sign(th, new_length, fork) if new_length > 0 else None
         if self.header.manifest is None and self.key_pair is not None:
             self.header.manifest = self._manifest_for_signing()
+            self._manifest_flushed = False
         self.writer.append(Entry(tree_nodes=[], tree_upgrade=TreeUpgrade(fork, new_length, new_length, signature),
                                  bitfield=BitfieldUpdate(True, new_length, old_length - new_length)))
         if old_length > 0 and fork != tree.fork:
@@ -588,7 +593,11 @@ class Core:
         if self.auto_flush <= 0 or self.writer.entries_size >= FLUSH_ENTRIES_BYTES:
             self.flush()
             self.auto_flush = 4
-        elif manifest_set or force:
+        elif not self._manifest_flushed and self.header.manifest is not None:
+            # the reference's `_manifestFlushed`: consumed only when the counter did not flush
+            self._manifest_flushed = True
+            self.flush()
+        elif force:
             self.flush()
 
     def flush(self) -> None:

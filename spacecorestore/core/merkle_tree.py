@@ -150,6 +150,16 @@ class MerkleTree:
         cut = 2 * new_length
         for i in [i for i in self.overlay if i >= cut]:
             del self.overlay[i]
+        if new_length > 0:
+            # Blanks for the parents crossing the new end go into the unflushed set, replacing
+            # any pending node there, as the reference's _commitUpgrade does (01-core §7.10).
+            i = cut - 2
+            while True:
+                if left_span(i) <= cut <= right_span(i) and i < cut:
+                    self.overlay[i] = None
+                if offset(i) == 0:
+                    break
+                i = parent(i)
         if self.truncated_to is None or new_length < self.truncated_to:
             self.truncated_to = new_length
         self._cache.clear()
@@ -213,16 +223,7 @@ class MerkleTree:
         if self.truncated_to is not None:
             n = self.truncated_to
             f.truncate(0 if n == 0 else 40 * (2 * n - 1))
-            if n > 0:
-                end = 2 * n
-                i = end - 2
-                while True:
-                    if left_span(i) <= end <= right_span(i) and i < end:
-                        f.write(40 * i, bytes(40))
-                    if offset(i) == 0:
-                        break
-                    i = parent(i)
-            self.truncated_to = None
+            self.truncated_to = None  # the blank records are in the overlay (see truncate)
         if self.overlay:
             items = sorted(self.overlay.items())
             run_start = -1
