@@ -138,3 +138,49 @@ class NotAStoreError(SpacecoreError):
     """A non-empty directory without a ``primary-key`` file."""
 
     code = "NOT_A_STORE"
+
+
+# Transport (02-transport) --------------------------------------------------------
+
+class TransportError(SpacecoreError):
+    """Base of the secret-stream and protomux errors; the connection is destroyed."""
+
+    code = "TRANSPORT_ERROR"
+
+
+class HandshakeError(TransportError):
+    """The Noise handshake failed (bad message, refused DH key, timeout mid-handshake)."""
+
+    code = "HANDSHAKE_FAILED"
+
+
+class BadHeaderError(TransportError):
+    """The secretstream header frame is wrong (length, stream id)."""
+
+    code = "BAD_HEADER"
+
+
+class BadMessageError(TransportError):
+    """A frame failed decryption or had the wrong shape."""
+
+    code = "BAD_MESSAGE"
+
+
+class StreamTimeoutError(TransportError):
+    """No data (not even a keep-alive) within the receive timeout, or a stalled handshake."""
+
+    code = "ETIMEDOUT"
+
+
+class ProtocolError(TransportError):
+    """A protocol rule was broken; ``LocalProtocolError`` by us, ``RemoteProtocolError`` by the peer."""
+
+    code = "PROTOCOL_ERROR"
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to do something the protocol forbids (e.g. send on a closed channel)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol forbids (fatal for the connection)."""
