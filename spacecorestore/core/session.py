@@ -94,6 +94,7 @@ class Spacecore:
         self._waits: set[trio.CancelScope] = set()
         self.core: Core | None = None
         self.closed = False
+        self._close_hooks: list[Callable[["Spacecore"], None]] = []  # owners (a store view) forget us
         self._ready_event: trio.Event | None = None
         self._open_error: BaseException | None = None
         if _parent is not None:
@@ -178,6 +179,8 @@ class Spacecore:
         core = self.core
         if core is not None:
             self._release(core)
+        for hook in self._close_hooks:
+            hook(self)
         self._emit("close")
         await trio.lowlevel.checkpoint()
 
