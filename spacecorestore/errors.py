@@ -184,3 +184,10 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol forbids (fatal for the connection)."""
+
+
+class HandshakeTimeoutError(StreamTimeoutError, HandshakeError):
+    """The handshake (Noise messages and the peer's stream header) did not finish in time.
+
+    Both a ``StreamTimeoutError`` and a ``HandshakeError``: a stalled handshake is each.
+    """
