@@ -351,6 +351,10 @@ class SecretStreamState:
 
     def send(self, message: bytes | bytearray | memoryview) -> bytes:
         """One encrypted frame for ``message`` (preceded by any pending handshake output)."""
+        return bytes(self.send_buffer(message))
+
+    def send_buffer(self, message: bytes | bytearray | memoryview):
+        """Like ``send`` but returns the frame as a fresh bytes-like buffer (no copy into ``bytes``)."""
         if self._error is not None:
             raise self._error
         if self._push_state is None:
@@ -370,10 +374,9 @@ class SecretStreamState:
             rc = _push(self._push_state.statebuf, out + 3, _NULL, m, mlen, _NULL, 0, TAG_MESSAGE)
         if rc != 0:  # pragma: no cover - libsodium cannot fail here
             raise LocalProtocolError("secretstream push failed")
-        frame_bytes = _ffi.buffer(out)[:]
         if self._out:
-            return self.data_to_send() + frame_bytes
-        return frame_bytes
+            return self.data_to_send() + _ffi.buffer(out)[:]
+        return _ffi.buffer(out)
 
     # -- failure -------------------------------------------------------------------------
 

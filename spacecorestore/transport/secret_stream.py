@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 import trio
@@ -99,6 +100,7 @@ HYPERCORE_KEEP_ALIVE = 5.0  # what hypercore's replication stream uses
 DEFAULT_RECEIVE_SIZE = 256 * 1024
 _MIN_WAIT = 0.001  # always try a read before acting on an expired deadline
 _CLOSE_GRACE = 1.0  # bound on closing the transport
+_YIELD_EVERY = 16  # fast-path sends between scheduler yields
 
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -153,6 +155,9 @@ class SecretStream:
         self._last_tx = now  # last encrypted message written (keep-alive timer)
         self._last_rx = now  # last bytes read (receive timeout)
         self.keep_alives_sent = 0
+        # raw fd of a trio SocketStream, for the synchronous write fast path (-1: none)
+        self._fd = transport.socket.fileno() if isinstance(transport, trio.SocketStream) else -1
+        self._unyielded = 0
 
     # -- public API ---------------------------------------------------------------------
 
@@ -166,17 +171,47 @@ class SecretStream:
 
     async def send(self, message: bytes | bytearray | memoryview) -> None:
         """Write one message (module docstring: ordering, backpressure, errors)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._check_usable()
         if self._eof_sent:
             raise LocalProtocolError("send after send_eof()")
-        async with self._send_lock:
-            self._check_usable()
+        lock = self._send_lock
+        if self._fd >= 0 and not lock.locked():
+            # Fast path for sockets: encrypt and write synchronously; only a write the
+            # kernel does not take at once goes through trio (and waits for writability).
+            lock.acquire_nowait()
             try:
-                frame = self._state.send(message)
-            except TransportError as e:
-                await self._abort(e)
-                raise
-            await self._write(frame)
+                frame = await self._encrypt(message)
+                try:
+                    sent = os.write(self._fd, frame)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as e:
+                    err = TransportError(f"connection lost: {e!r}")
+                    await self._abort(err)
+                    raise err from e
+                if sent < len(frame):
+                    await self._write(memoryview(frame)[sent:])
+                    return
+                self._last_tx = trio.current_time()
+                self._unyielded += 1
+                if self._unyielded >= _YIELD_EVERY:
+                    # let other tasks run now and then, as a write that blocks would
+                    self._unyielded = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            finally:
+                lock.release()
+            return
+        async with lock:
+            self._check_usable()
+            await self._write(await self._encrypt(message))
+
+    async def _encrypt(self, message: bytes | bytearray | memoryview):
+        try:
+            return self._state.send_buffer(message)
+        except TransportError as e:  # e.g. too large: the reference destroys its stream too
+            await self._abort(e)
+            raise
 
     async def receive(self) -> bytes | None:
         """The next message; ``None`` once the peer has ended (module docstring)."""
@@ -345,6 +380,7 @@ class SecretStream:
 
     async def _close_transport(self) -> None:
         self._closed = True
+        self._fd = -1  # the number may be reused once the socket is closed
         with trio.CancelScope(shield=True) as cs:
             cs.deadline = trio.current_time() + _CLOSE_GRACE
             try:
