@@ -1,4 +1,4 @@
-"""Spacecore's secret stream (and protomux, when present) against the reference
+"""Spacecore's secret stream and protomux against the reference
 @hyperswarm/secret-stream 6.9.2 / protomux 3.12.1 over 127.0.0.1 TCP (02-transport §7, §8.5).
 
 The reference runs as tests/interop/transport_peer.js (an adaptation of
@@ -10,6 +10,12 @@ other's static key, messages of 0 B, 1 B, 64 KiB and 1 MiB echo back intact,
 keep-alives keep an idle connection alive past the receive timeout, a FIN
 each way ends it and the reference exits 0; a frame failing decryption makes
 the reference destroy the connection.
+
+protomux (``spacecorestore.transport.protomux_driver``; skipped if it cannot
+be imported): an ``echo`` channel with the reference in both roles — empty,
+1-byte, 64 KiB and UTF-8 messages, a corked batch, a 32-byte channel id, the
+server opening first (answered from our pair handler), keep-alives across an
+idle period, channel close and a clean end (the reference exits 0).
 
 Node processes are stopped by PID (``Process.kill``) when a test ends.
 """
@@ -305,3 +311,138 @@ async def test_reference_client_against_garbage_server():
         async with node_peer("client", port, REF_SEED.hex(), "--raw", "x", "--timeout", 5000) as peer:
             assert await peer.wait(20) == 1
             assert (await peer.event("done"))["ok"] is False
+
+
+# -- protomux echo channel (needs spacecorestore.transport.protomux_driver) ----------------------------
+
+
+def _protomux():
+    try:
+        from spacecorestore.transport import protomux_codec, protomux_driver
+    except ImportError as e:  # pragma: no cover - protomux is a separate module
+        pytest.skip(f"protomux driver not importable: {e}")
+    return protomux_driver, protomux_codec
+
+
+class EchoLog:
+    """Received echoes, awaitable until a count is reached."""
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+        self._changed = trio.Event()
+
+    def add(self, m: bytes, _channel=None) -> None:
+        self.items.append(bytes(m))
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def until(self, n: int, timeout: float = 15) -> list[bytes]:
+        with trio.fail_after(timeout):
+            while len(self.items) < n:
+                await self._changed.wait()
+        return self.items
+
+
+MUX_MESSAGES = [b"", b"x", GEN_64K, "ünïcode".encode()]
+
+
+@pytest.mark.parametrize("variant", ["plain", "id", "batch", "open-first", "keep-alive"])
+async def test_protomux_echo_python_client(variant):
+    pm, codec = _protomux()
+    chan_id = crypto.hash32(b"echo channel id") if variant in ("id", "open-first") else None
+    args = ["server", 0, REF_SEED.hex(), "--once"]
+    if variant == "open-first":
+        args += ["--open-first", "--id", chan_id.hex()]
+    if variant == "keep-alive":
+        args += ["--keep-alive", 100]
+    kw = dict(keep_alive=0.1, receive_timeout=0.4) if variant == "keep-alive" else {}
+    echoes = EchoLog()
+    opened_with = []
+    async with node_peer(*args) as peer:
+        ss = await py_client((await peer.event("listening"))["port"], **kw)
+        assert (await peer.event("handshake"))["handshakeHash"] == ss.handshake_hash.hex()
+        mux = pm.Protomux(ss)
+        chans = []
+
+        def make_channel(id_=chan_id):
+            ch = mux.create_channel(
+                "echo", id=id_, handshake=codec.STRING,
+                messages=[pm.MessageType(codec.RAW, echoes.add)],
+                on_open=lambda hs, _ch: opened_with.append(hs),
+            )
+            ch.open("py-client")
+            chans.append(ch)
+            return ch
+
+        if variant == "open-first":
+            # the server opens on connect; we answer its open from a pair handler (§5.3)
+            mux.pair("echo", make_channel)
+        async with mux:
+            if variant == "open-first":
+                with trio.fail_after(10):
+                    while not chans:
+                        await trio.sleep(0.01)
+                ch = chans[0]
+            else:
+                ch = make_channel()
+            if variant == "keep-alive":
+                assert await ch.wait_opened()
+                await trio.sleep(1.2)  # idle, keep-alives both ways, our receive timeout is 0.4 s
+                assert ss.failure is None and ss.keep_alives_sent >= 5
+            if variant == "batch":
+                with mux.corked():
+                    for m in MUX_MESSAGES:
+                        ch.send(0, m)
+            else:
+                for m in MUX_MESSAGES:
+                    ch.send(0, m)
+            assert await ch.wait_opened()
+            got = await echoes.until(len(MUX_MESSAGES))
+            assert got == MUX_MESSAGES  # in order
+            ch.close()
+        assert await peer.wait() == 0
+    assert opened_with == ["echo-server"]
+    assert [e["hex"] for e in peer.all("message")] == [m.hex() for m in MUX_MESSAGES]
+    opens = peer.all("open")
+    assert len(opens) == 1 and opens[0]["handshake"] == "py-client"
+    assert opens[0]["id"] == (chan_id.hex() if chan_id else None)
+    assert not peer.all("error"), peer.all("error")
+    assert peer.all("closed")
+
+
+@pytest.mark.parametrize("variant", ["plain", "batch", "id"])
+async def test_protomux_echo_reference_client(variant):
+    pm, codec = _protomux()
+    listener, port = await listen_once()
+    chan_id = crypto.hash32(b"echo channel id") if variant == "id" else None
+    seen_ids = []
+
+    async def serve():
+        stream = await listener.accept()
+        await listener.aclose()
+        ss = await connect_secret_stream(stream, False, key_pair=PY_KP)
+        mux = pm.Protomux(ss)
+
+        def echo(m, ch):
+            ch.send(0, m)
+
+        def on_pair(id_):
+            seen_ids.append(id_)
+            ch = mux.create_channel("echo", id=id_, handshake=codec.STRING, messages=[pm.MessageType(codec.RAW, echo)])
+            ch.open("py-server")
+
+        mux.pair("echo", on_pair)  # before the reader starts: the peer's open may be in the first read
+        async with mux:
+            await mux.wait_closed()
+
+    extra = ["--batch"] if variant == "batch" else []
+    if chan_id:
+        extra += ["--id", chan_id.hex()]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        async with node_peer("client", port, REF_SEED.hex(), "--expect-remote", PY_KP.public_key.hex(),
+                             "a", "bb", "ccc", "--gen", 65536, "--timeout", 15000, *extra) as peer:
+            assert await peer.wait(30) == 0, peer.events
+            assert (await peer.event("done"))["ok"]
+            assert (await peer.event("open"))["handshake"] == "py-server"
+    assert seen_ids == [chan_id]
