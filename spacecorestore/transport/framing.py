@@ -378,6 +378,40 @@ class SecretStreamState:
             return self.data_to_send() + _ffi.buffer(out)[:]
         return _ffi.buffer(out)
 
+    def send_many(self, messages) -> bytearray:
+        """The frames of several messages, back to back in one buffer (one write for many)."""
+        if self._error is not None:
+            raise self._error
+        if self._push_state is None:
+            raise LocalProtocolError("cannot send before the handshake has completed")
+        msgs = list(messages)
+        total = 0
+        for m in msgs:
+            if len(m) > MAX_MESSAGE:
+                raise LocalProtocolError(
+                    f"Message is too large for an atomic write. Max size is {MAX_FRAME} bytes "
+                    f"({MAX_MESSAGE} bytes of plaintext)"
+                )
+            total += len(m) + ABYTES + 3
+        pending = self.data_to_send()
+        out = bytearray(len(pending) + total)
+        out[: len(pending)] = pending
+        pos = len(pending)
+        st = self._push_state.statebuf
+        with _ffi.from_buffer(out) as o:
+            for m in msgs:
+                mlen = len(m)
+                n = mlen + ABYTES
+                out[pos] = n & 0xFF
+                out[pos + 1] = (n >> 8) & 0xFF
+                out[pos + 2] = n >> 16
+                with _ffi.from_buffer(m) as mp:
+                    rc = _push(st, o + pos + 3, _NULL, mp, mlen, _NULL, 0, TAG_MESSAGE)
+                if rc != 0:  # pragma: no cover
+                    raise LocalProtocolError("secretstream push failed")
+                pos += n + 3
+        return out
+
     # -- failure -------------------------------------------------------------------------
 
     def _fail(self, err: TransportError) -> None:

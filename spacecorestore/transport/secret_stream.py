@@ -70,7 +70,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import trio
 
@@ -171,47 +171,64 @@ class SecretStream:
 
     async def send(self, message: bytes | bytearray | memoryview) -> None:
         """Write one message (module docstring: ordering, backpressure, errors)."""
+        await self._send_locked(self._state.send_buffer, message)
+
+    async def send_many(self, messages: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write several messages with one write to the transport (same rules as ``send``).
+
+        For a writer that has a queue of messages (protomux's outbox): the
+        frames are encrypted back to back into one buffer (the caller bounds
+        its size) and written at once — one system call instead of one per
+        message, as the reference gets from its stream's writev batching.
+        """
+        await self._send_locked(self._state.send_many, messages)
+
+    async def _send_locked(self, encrypt: Callable[[Any], Any], arg: Any) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_usable()
         if self._eof_sent:
             raise LocalProtocolError("send after send_eof()")
         lock = self._send_lock
-        if self._fd >= 0 and not lock.locked():
-            # Fast path for sockets: encrypt and write synchronously; only a write the
-            # kernel does not take at once goes through trio (and waits for writability).
-            lock.acquire_nowait()
+        if lock.locked():
+            await lock.acquire()  # FIFO behind the current writer
+        else:
+            lock.acquire_nowait()  # no scheduler round trip when nobody else is writing
+        try:
+            self._check_usable()
+            if self._eof_sent:
+                raise LocalProtocolError("send after send_eof()")
             try:
-                frame = await self._encrypt(message)
-                try:
-                    sent = os.write(self._fd, frame)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as e:
-                    err = TransportError(f"connection lost: {e!r}")
-                    await self._abort(err)
-                    raise err from e
-                if sent < len(frame):
-                    await self._write(memoryview(frame)[sent:])
-                    return
+                frames = encrypt(arg)
+            except TransportError as e:  # e.g. too large: the reference destroys its stream too
+                await self._abort(e)
+                raise
+            await self._put(frames)
+        finally:
+            lock.release()
+
+    async def _put(self, data: Any) -> None:
+        """Write ``data`` under the send lock: synchronously when the socket takes it all."""
+        if self._fd >= 0:
+            # Fast path for sockets: only what the kernel does not take at once goes
+            # through trio (which waits for writability).
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as e:
+                err = TransportError(f"connection lost: {e!r}")
+                await self._abort(err)
+                raise err from e
+            if sent == len(data):
                 self._last_tx = trio.current_time()
                 self._unyielded += 1
                 if self._unyielded >= _YIELD_EVERY:
                     # let other tasks run now and then, as a write that blocks would
                     self._unyielded = 0
                     await trio.lowlevel.cancel_shielded_checkpoint()
-            finally:
-                lock.release()
-            return
-        async with lock:
-            self._check_usable()
-            await self._write(await self._encrypt(message))
-
-    async def _encrypt(self, message: bytes | bytearray | memoryview):
-        try:
-            return self._state.send_buffer(message)
-        except TransportError as e:  # e.g. too large: the reference destroys its stream too
-            await self._abort(e)
-            raise
+                return
+            data = memoryview(data)[sent:]
+        await self._write(data)
 
     async def receive(self) -> bytes | None:
         """The next message; ``None`` once the peer has ended (module docstring)."""
@@ -364,8 +381,7 @@ class SecretStream:
             self._last_tx = trio.current_time()
             return
         try:
-            frame = self._state.send(b"")
-            await self._write(frame)
+            await self._put(self._state.send_buffer(b""))
             self.keep_alives_sent += 1
         finally:
             self._send_lock.release()

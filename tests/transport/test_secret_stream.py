@@ -245,6 +245,28 @@ async def test_concurrent_senders_keep_frames_whole():
     await b.aclose()
 
 
+@pytest.mark.parametrize("transport", ["memory", "socket"])
+async def test_send_many(transport):
+    a, b = await secret_stream_pair(transport=transport)
+    msgs = [bytes([i]) * (i * 997) for i in range(200)]
+
+    async def send():
+        await a.send_many(msgs[:100])
+        await a.send_many([])
+        await a.send(b"between")
+        await a.send_many(iter(msgs[100:]))
+
+    async def recv():
+        got = [await b.receive() for _ in range(201)]
+        assert got == msgs[:100] + [b"between"] + msgs[100:]
+
+    await both(send, recv)
+    with pytest.raises(LocalProtocolError):
+        await a.send_many([b"x", bytes(framing.MAX_MESSAGE + 1)])
+    assert a.closed and a.failure is not None
+    await b.aclose()
+
+
 async def test_send_before_peer_header_and_early_data():
     """The initiator may send right after the handshake; the data follows its header."""
     ca, cb = trio.testing.memory_stream_pair()

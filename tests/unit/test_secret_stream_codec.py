@@ -536,3 +536,27 @@ def test_random_bytes_only_typed_errors(stage, chunks, framed, eof):
             drain(s)
     except TransportError as e:
         assert s.error is e  # the connection is failed for good
+
+
+def test_send_many_is_the_concatenation_of_sends():
+    """send_many of the initiator's recorded messages gives exactly its recorded data frames."""
+    a = vector_state("initiator")
+    b = vector_state("responder")
+    b.start()
+    b.receive_data(a.start())
+    drain(b)
+    a.receive_data(b.data_to_send())
+    drain(a)
+    msgs = [h(w["plaintext"]) for w in H["wire"] if w["kind"] == "data" and w["from"] == "initiator"]
+    out = a.send_many(msgs)  # message 3 and the header are still pending: they lead
+    frames = split_frames(bytes(out))
+    recorded = [w["hex"] for w in H["wire"] if w["from"] == "initiator" and "hex" in w]
+    assert [f.hex() for f in frames] == recorded[1:]  # message 1 came from start()
+    assert a.send_many([]) == bytearray()
+    with pytest.raises(LocalProtocolError):
+        a.send_many([b"ok", bytes(framing.MAX_MESSAGE + 1)])
+    # nothing was encrypted by the refused call: the next frame still decrypts in order
+    b.receive_data(bytes(out))
+    assert [e.data for e in drain(b) if isinstance(e, Message)] == msgs
+    b.receive_data(a.send(b"next"))
+    assert drain(b) == [Message(b"next", 0)]
