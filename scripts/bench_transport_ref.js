@@ -19,7 +19,7 @@
 // hs-server: listens; for each connection completes the handshake (responder)
 //   and ends its side when the peer ends. Runs until SIGTERM or --timeout.
 // hs-client: N sequential connections (or until --seconds elapsed): TCP connect,
-//   Noise handshake, wait for the server's stream header, end; prints
+//   Noise handshake, end, wait for the server's header and end; prints
 //   {"event":"done","handshakes":n,"seconds":…}.
 // Static key pairs are random (as hyperswarm's); every loop is bounded by a
 // count and by --timeout (default 120 s, exit 3 when hit). Loopback only.
@@ -161,9 +161,8 @@ function hsClient (o) {
       process.exit(1)
     })
     s.on('data', () => {})
-    // the header of the server arrives before any data: wait until the stream
-    // can read (the reference checks the header inside _incoming), approximated
-    // by the server's end after we end.
+    // opened = Noise done; we end at once, and the connection counts when it has
+    // closed, i.e. after the server's header and its end (FIN) have arrived.
     s.opened.then((ok) => {
       if (!ok) {
         out({ event: 'error', message: 'handshake failed' })

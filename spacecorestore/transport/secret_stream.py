@@ -25,14 +25,22 @@ Contract:
   a keep-alive to the peer); returns when the frame has been handed to the
   transport.  Concurrent senders are served in FIFO order under one lock, so
   frames never interleave; a sender waits while the transport does not
-  accept bytes (backpressure) — the send queue is one frame.  Messages over
-  16 777 198 bytes raise ``LocalProtocolError`` and destroy the connection,
-  as the reference does.  If a send is cancelled mid-frame the connection is
-  destroyed (a torn frame cannot be repaired).
+  accept bytes (backpressure) — the send queue is one frame.  On a trio
+  ``SocketStream`` the frame is written synchronously with ``os.write`` when
+  the kernel takes it all (no scheduler round trip; a yield every 16 such
+  sends); the rest goes through trio.  ``send_many(messages)`` encrypts
+  several messages back to back and writes them at once (one system call;
+  for a writer draining a queue — much faster for small messages).  Messages
+  over 16 777 198 bytes raise ``LocalProtocolError`` and destroy the
+  connection, as the reference does.  If a send is cancelled mid-frame the
+  connection is destroyed (a torn frame cannot be repaired); a send cancelled
+  before it started writing changes nothing.
 * ``receive()``: one task at a time.  Returns the next message, ``None`` at the
   peer's clean end (EOF; a partial frame pending then is dropped), and again
   ``None`` on later calls.  Reads only when no complete frame is buffered, so
   at most one frame (≤ 16 MiB) plus one read (``receive_size``) is held.
+  Cancelling ``receive()`` loses nothing (unless it was writing a keep-alive,
+  which is then a cancelled send, above).
 * Failures (bad frame, MAC failure, bad header, timeout, transport error)
   destroy the connection — the transport is closed without sending anything,
   the reason is logged on ``spacecorestore.transport.secret_stream`` — and
