@@ -1,0 +1,698 @@
+"""The corefs filesystem without a kernel: inodes, handles, namespaces, append rules, xattrs.
+
+Data flows one way: a FUSE operation (``fuse_ops``) calls a method here, which
+works on a Spacecore session (one per open file handle) of the store.  Every
+refusal is a typed error (``corefs.errors`` or spacecorestore's); the errno
+mapping lives in ``fuse_ops``.  Attributes come from memory only, never from
+the network, so ``ls -l`` of thousands of cores never waits (04-corefs §8).
+
+Invariants:
+* inode numbers come from discovery keys / namespace hashes (stable across
+  mounts); 1 is the root, 2 is ``/.keys``;
+* a core has at most one path: its namespace directory (when the namespace is
+  known and the name is a valid file name not shadowed by a directory), else
+  it is listed under ``/.keys`` by its hex key;
+* sizes only grow while a core is not truncated; the size reported is the
+  stored (tree) byte length.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from spacecorestore import Corestore, crypto
+from spacecorestore.core.session import Spacecore
+from spacecorestore.encoding import parse_key
+from spacecorestore.errors import BadArgumentError, RequestTimeoutError
+from spacecorestore.listing import CoreRecord
+
+from .errors import (
+    BadHandle,
+    Exists,
+    InvalidName,
+    IsADirectory,
+    NameTooLong,
+    NoData,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    NotPermitted,
+    NotSupported,
+    ReadOnly,
+)
+
+log = logging.getLogger("corefs")
+
+ROOT_INO = 1
+KEYS_INO = 2
+KEYS_NAME = ".keys"
+MAX_BLOCK = 64 * 1024
+NAMESPACES_FILE = "corefs/namespaces.json"
+ENTRY_TIMEOUT = 1.0
+ATTR_TIMEOUT = 1.0
+
+
+def _ino(h: bytes, salt: bytes = b"") -> int:
+    if salt:
+        h = crypto.hash32(salt + h)
+    n = int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+    return n if n > 16 else n + 17
+
+
+@dataclass
+class Attr:
+    """What getattr/lookup answer (mapped to EntryAttributes by fuse_ops)."""
+
+    ino: int
+    mode: int
+    size: int = 0
+    nlink: int = 1
+    mtime_ns: int = 0
+    blocks: int = 0
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass
+class Namespace:
+    path: tuple[str, ...]
+    hash: bytes
+    ino: int
+
+
+@dataclass
+class CoreEntry:
+    key: bytes
+    discovery_key: bytes
+    name: str | None
+    namespace: bytes | None
+    length: int
+    byte_length: int
+    ino: int
+    link_ino: int
+    writable: bool | None = None  # computed lazily (a key derivation)
+    mtime_ns: int = 0
+    handles: int = 0
+
+
+@dataclass
+class Handle:
+    entry: CoreEntry
+    session: Spacecore
+    writable: bool
+    fh: int = 0
+
+
+@dataclass
+class DirHandle:
+    ino: int
+    entries: list = field(default_factory=list)
+
+
+def valid_file_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name \
+        and len(name.encode()) <= 255
+
+
+class Vfs:
+    """The filesystem over one open store (``store`` must be ready)."""
+
+    def __init__(self, store: Corestore, store_dir: str | os.PathLike, *, read_only: bool = False,
+                 read_timeout: float = 30.0) -> None:
+        self.store = store
+        self.store_dir = Path(store_dir)
+        self.read_only = read_only
+        self.read_timeout = read_timeout
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        root = Namespace((), crypto.ZERO_NAMESPACE, ROOT_INO)
+        self.namespaces: dict[bytes, Namespace] = {root.hash: root}
+        self.ns_by_ino: dict[int, Namespace] = {ROOT_INO: root}
+        self.subdirs: dict[bytes, dict[str, bytes]] = {root.hash: {}}
+        self.cores: dict[bytes, CoreEntry] = {}
+        self.by_ino: dict[int, CoreEntry] = {}
+        self.by_link: dict[int, CoreEntry] = {}
+        self.by_name: dict[tuple[bytes, str], CoreEntry] = {}
+        self.handles: dict[int, Handle] = {}
+        self.dir_handles: dict[int, DirHandle] = {}
+        self._next_fh = 1
+        self.on_growth = None  # callback(ino) for growth the kernel cannot see (replication)
+
+    # start-up -------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the known namespaces and list every core (no core is opened)."""
+        for path in self._read_namespaces_file():
+            self._add_namespace(tuple(path))
+        async for rec in self.store.list_cores():
+            self._add_core(rec)
+
+    def _read_namespaces_file(self) -> list[list[str]]:
+        p = self.store_dir / NAMESPACES_FILE
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            log.warning("ignoring unreadable %s: %s", p, e)
+            return []
+        out = []
+        for path in data if isinstance(data, list) else []:
+            if isinstance(path, list) and all(isinstance(n, str) and valid_file_name(n) for n in path) and path:
+                out.append(path)
+        return out
+
+    def _write_namespaces_file(self) -> None:
+        paths = sorted(list(ns.path) for ns in self.namespaces.values() if ns.path)
+        p = self.store_dir / NAMESPACES_FILE
+        p.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(paths, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        dfd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _add_namespace(self, path: tuple[str, ...]) -> Namespace:
+        h = crypto.ZERO_NAMESPACE
+        parent = self.namespaces[h]
+        for k in range(len(path)):
+            h = crypto.child_namespace(h, path[k])
+            ns = self.namespaces.get(h)
+            if ns is None:
+                ns = Namespace(path[: k + 1], h, _ino(h, b"ns"))
+                self.namespaces[h] = ns
+                self.ns_by_ino[ns.ino] = ns
+                self.subdirs[h] = {}
+                self.subdirs[parent.hash][path[k]] = h
+            parent = ns
+        return parent
+
+    def _add_core(self, rec: CoreRecord) -> CoreEntry:
+        e = self.cores.get(rec.discovery_key)
+        if e is None:
+            e = CoreEntry(rec.key, rec.discovery_key, rec.name, rec.namespace, rec.length, rec.byte_length,
+                          _ino(rec.discovery_key), _ino(rec.discovery_key, b"link"))
+            e.mtime_ns = self._disk_mtime(e)
+            self.cores[e.discovery_key] = e
+            self.by_ino[e.ino] = e
+            self.by_link[e.link_ino] = e
+            if e.name is not None and e.namespace is not None:
+                self.by_name[(e.namespace, e.name)] = e
+        return e
+
+    def _disk_mtime(self, e: CoreEntry) -> int:
+        from spacecorestore.listing import core_dir
+
+        try:
+            return os.stat(self.store_dir / core_dir(e.discovery_key) / "oplog").st_mtime_ns
+        except OSError:
+            return time.time_ns()
+
+    # paths --------------------------------------------------------------------
+
+    def path_of(self, e: CoreEntry) -> tuple[Namespace, str] | None:
+        """Where a core appears in the tree, or None (then only under /.keys)."""
+        if e.name is None or e.namespace is None:
+            return None
+        ns = self.namespaces.get(e.namespace)
+        if ns is None or not valid_file_name(e.name) or e.name in self.subdirs[ns.hash]:
+            return None
+        if ns.hash == crypto.ZERO_NAMESPACE and e.name == KEYS_NAME:
+            return None
+        return ns, e.name
+
+    def _rel_path(self, e: CoreEntry) -> str:
+        ns, name = self.path_of(e)
+        return "/".join((*ns.path, name))
+
+    @staticmethod
+    def _name(name: bytes) -> str:
+        if len(name) > 255:
+            raise NameTooLong(f"name of {len(name)} bytes")
+        try:
+            return name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidName("name is not valid UTF-8") from None
+
+    def _ns(self, ino: int) -> Namespace:
+        ns = self.ns_by_ino.get(ino)
+        if ns is None:
+            if ino == KEYS_INO or ino in self.by_ino or ino in self.by_link:
+                raise NotADirectory(f"inode {ino} is not a namespace")
+            raise NotFound(f"no inode {ino}")
+        return ns
+
+    def _display(self, ino: int) -> str:
+        if ino == ROOT_INO:
+            return "/"
+        if ino == KEYS_INO:
+            return "/.keys"
+        ns = self.ns_by_ino.get(ino)
+        if ns is not None:
+            return "/" + "/".join(ns.path)
+        e = self.by_ino.get(ino)
+        if e is not None:
+            return "/" + self._rel_path(e) if self.path_of(e) else f"/.keys/{e.key.hex()}"
+        return f"inode {ino}"
+
+    # attributes -----------------------------------------------------------------
+
+    def _live(self, e: CoreEntry) -> None:
+        """Refresh length and byte length from the open core, if it is open."""
+        core = self.store._state.cores.get(e.discovery_key)
+        if core is not None and not core.closed:
+            e.length, e.byte_length = core.tree.length, core.tree.byte_length
+
+    def is_writable(self, e: CoreEntry) -> bool:
+        if self.read_only:
+            return False
+        if e.writable is None:
+            core = self.store._state.cores.get(e.discovery_key)
+            if core is not None and not core.closed:
+                e.writable = core.can_write
+            elif e.name is not None and e.namespace is not None:
+                kp = crypto.derive_key_pair(self.store.primary_key, e.namespace, e.name)
+                e.writable = kp.public_key == e.key
+            else:
+                e.writable = False
+        return e.writable
+
+    def core_attr(self, e: CoreEntry) -> Attr:
+        self._live(e)
+        mode = stat.S_IFREG | (0o644 if self.is_writable(e) else 0o444)
+        return Attr(e.ino, mode, e.byte_length, 1, e.mtime_ns, (e.byte_length + 511) // 512, self.uid, self.gid)
+
+    def link_attr(self, e: CoreEntry) -> Attr:
+        target = self._link_target(e)
+        return Attr(e.link_ino, stat.S_IFLNK | 0o777, len(target), 1, e.mtime_ns, 0, self.uid, self.gid)
+
+    def dir_attr(self, ino: int) -> Attr:
+        if ino == KEYS_INO:
+            nsub = 0
+        else:
+            nsub = len(self.subdirs[self._ns(ino).hash]) + (1 if ino == ROOT_INO else 0)
+        return Attr(ino, stat.S_IFDIR | 0o755, 0, 2 + nsub, self._dir_mtime(), 0, self.uid, self.gid)
+
+    def _dir_mtime(self) -> int:
+        try:
+            return os.stat(self.store_dir / "primary-key").st_mtime_ns
+        except OSError:
+            return 0
+
+    async def getattr(self, ino: int) -> Attr:
+        if ino in (ROOT_INO, KEYS_INO) or ino in self.ns_by_ino:
+            return self.dir_attr(ino)
+        e = self.by_ino.get(ino)
+        if e is not None:
+            return self.core_attr(e)
+        e = self.by_link.get(ino)
+        if e is not None:
+            return self.link_attr(e)
+        raise NotFound(f"no inode {ino}")
+
+    # lookup and listing ------------------------------------------------------------
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        n = self._name(name)
+        if parent == KEYS_INO:
+            return await self._lookup_key(n)
+        ns = self._ns(parent)
+        if ns.hash == crypto.ZERO_NAMESPACE and n == KEYS_NAME:
+            return self.dir_attr(KEYS_INO)
+        sub = self.subdirs[ns.hash].get(n)
+        if sub is not None:
+            return self.dir_attr(self.namespaces[sub].ino)
+        e = self.by_name.get((ns.hash, n))
+        if e is not None and self.path_of(e) is not None:
+            return self.core_attr(e)
+        raise NotFound(f"{self._display(parent).rstrip('/')}/{n}")
+
+    async def _lookup_key(self, n: str) -> Attr:
+        try:
+            key = parse_key(n)
+        except BadArgumentError:
+            raise NotFound(f"/.keys/{n}: not a key") from None
+        dk = crypto.discovery_key(key)
+        e = self.cores.get(dk)
+        if e is None:
+            if self.read_only:
+                raise NotFound(f"/.keys/{n}: not in this store (read-only mount)")
+            s = self.store.get(key)
+            try:
+                await s.ready()
+                rec = CoreRecord(key, dk, None, None, s.length, s.core.tree.byte_length)
+            finally:
+                await s.close()
+            e = self._add_core(rec)
+            log.info("added core %s from a /.keys lookup", key.hex())
+        if self.path_of(e) is not None:
+            return self.link_attr(e)
+        return self.core_attr(e)
+
+    def _link_target(self, e: CoreEntry) -> str:
+        return "../" + self._rel_path(e)
+
+    async def readlink(self, ino: int) -> bytes:
+        e = self.by_link.get(ino)
+        if e is None or self.path_of(e) is None:
+            raise InvalidName(f"inode {ino} is not a symlink")
+        return self._link_target(e).encode()
+
+    def list_dir(self, ino: int) -> list[tuple[str, Attr]]:
+        """Entries of a directory, in a stable order (by name)."""
+        if ino == KEYS_INO:
+            out = [(e.key.hex(), self.core_attr(e)) for e in self.cores.values() if self.path_of(e) is None]
+        else:
+            ns = self._ns(ino)
+            out = [(name, self.dir_attr(self.namespaces[h].ino)) for name, h in self.subdirs[ns.hash].items()]
+            if ino == ROOT_INO:
+                out.append((KEYS_NAME, self.dir_attr(KEYS_INO)))
+            for (h, name), e in self.by_name.items():
+                if h == ns.hash and self.path_of(e) is not None:
+                    out.append((name, self.core_attr(e)))
+        out.sort(key=lambda x: x[0])
+        return out
+
+    async def opendir(self, ino: int) -> int:
+        if ino != KEYS_INO:
+            self._ns(ino)
+        fh = self._new_fh()
+        self.dir_handles[fh] = DirHandle(ino)
+        return fh
+
+    async def readdir(self, fh: int, start_id: int) -> list[tuple[bytes, Attr, int]]:
+        """Entries after ``start_id``; each entry's next id is its position + 1 in a snapshot
+        taken at the first call, so concurrent creation never repeats or skips an entry."""
+        dh = self.dir_handles.get(fh)
+        if dh is None:
+            raise BadHandle(f"no directory handle {fh}")
+        if start_id == 0 or not dh.entries:
+            dh.entries = self.list_dir(dh.ino)
+        return [(name.encode(), attr, i + 1) for i, (name, attr) in enumerate(dh.entries) if i >= start_id]
+
+    async def releasedir(self, fh: int) -> None:
+        self.dir_handles.pop(fh, None)
+
+    # namespaces ------------------------------------------------------------------------
+
+    async def mkdir(self, parent: int, name: bytes) -> Attr:
+        n = self._name(name)
+        if parent == KEYS_INO:
+            raise NotPermitted(f"/.keys/{n}: cannot create in /.keys")
+        ns = self._ns(parent)
+        if not valid_file_name(n) or (ns.hash == crypto.ZERO_NAMESPACE and n == KEYS_NAME):
+            raise Exists(f"{n}: reserved") if n == KEYS_NAME else InvalidName(f"{n}: not a valid name")
+        if n in self.subdirs[ns.hash]:
+            raise Exists(f"{self._display(parent).rstrip('/')}/{n}: namespace exists")
+        if self.read_only:
+            raise ReadOnly("read-only mount")
+        new = self._add_namespace((*ns.path, n))
+        self._write_namespaces_file()
+        log.info("created namespace /%s", "/".join(new.path))
+        return self.dir_attr(new.ino)
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        n = self._name(name)
+        if parent == ROOT_INO and n == KEYS_NAME:
+            raise NotPermitted("/.keys cannot be removed")
+        if parent == KEYS_INO:
+            raise NotADirectory(f"/.keys/{n} is not a directory")
+        ns = self._ns(parent)
+        h = self.subdirs[ns.hash].get(n)
+        if h is None:
+            if (ns.hash, n) in self.by_name:
+                raise NotADirectory(f"{n} is a core")
+            raise NotFound(f"{self._display(parent).rstrip('/')}/{n}")
+        if self.subdirs[h] or any(k[0] == h for k in self.by_name):
+            raise NotEmpty(f"/{'/'.join(self.namespaces[h].path)} is not empty")
+        if self.read_only:
+            raise ReadOnly("read-only mount")
+        del self.subdirs[ns.hash][n]
+        sub = self.namespaces.pop(h)
+        self.ns_by_ino.pop(sub.ino, None)
+        del self.subdirs[h]
+        self._write_namespaces_file()
+        log.info("removed namespace /%s", "/".join(sub.path))
+
+    # files -------------------------------------------------------------------------------
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    def _entry(self, ino: int) -> CoreEntry:
+        e = self.by_ino.get(ino)
+        if e is None:
+            if ino in self.ns_by_ino or ino == KEYS_INO:
+                raise IsADirectory(self._display(ino))
+            raise NotFound(f"no inode {ino}")
+        return e
+
+    async def _open_session(self, e: CoreEntry, writable: bool) -> Handle:
+        s = self.store.get(e.key, writable=writable)
+        await s.ready()
+        e.handles += 1
+        fh = self._new_fh()
+        h = Handle(e, s, writable)
+        self.handles[fh] = h
+        h.fh = fh
+        return h
+
+    async def open(self, ino: int, flags: int) -> int:
+        e = self._entry(ino)
+        acc = flags & os.O_ACCMODE
+        want_write = acc in (os.O_WRONLY, os.O_RDWR)
+        if want_write:
+            if self.read_only:
+                raise ReadOnly(f"{self._display(ino)}: read-only mount")
+            if not self.is_writable(e):
+                raise ReadOnly(f"{self._display(ino)}: this store cannot write this core")
+        if flags & os.O_TRUNC:
+            self._live(e)
+            if e.byte_length > 0:
+                raise NotPermitted(f"{self._display(ino)}: O_TRUNC of a non-empty core")
+        h = await self._open_session(e, want_write)
+        return h.fh
+
+    async def create(self, parent: int, name: bytes, flags: int) -> tuple[int, Attr]:
+        n = self._name(name)
+        if parent == KEYS_INO:
+            raise NotPermitted(f"/.keys/{n}: cannot create in /.keys")
+        ns = self._ns(parent)
+        if not valid_file_name(n) or (ns.hash == crypto.ZERO_NAMESPACE and n == KEYS_NAME):
+            raise InvalidName(f"{n}: not a valid core name")
+        if n in self.subdirs[ns.hash]:
+            raise IsADirectory(f"{n} is a namespace")
+        existing = self.by_name.get((ns.hash, n))
+        if existing is not None and self.path_of(existing) is not None:
+            if flags & os.O_EXCL:
+                raise Exists(f"{self._display(parent).rstrip('/')}/{n}")
+            fh = await self.open(existing.ino, flags)
+            return fh, self.core_attr(existing)
+        if self.read_only:
+            raise ReadOnly("read-only mount")
+        view = self.store
+        for part in ns.path:
+            view = view.namespace(part)
+        s = view.get(name=n)
+        await s.ready()
+        rec = CoreRecord(s.key, s.discovery_key, n, ns.hash, s.length, s.core.tree.byte_length)
+        e = self._add_core(rec)
+        e.writable = s.writable
+        e.handles += 1
+        fh = self._new_fh()
+        h = Handle(e, s, True)
+        h.fh = fh
+        self.handles[fh] = h
+        log.info("created core %s", self._display(e.ino))
+        return fh, self.core_attr(e)
+
+    def _handle(self, fh: int) -> Handle:
+        h = self.handles.get(fh)
+        if h is None:
+            raise BadHandle(f"no file handle {fh}")
+        return h
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        """Bytes [off, off+size) of the core, all of them except at the end (never short in the middle)."""
+        h = self._handle(fh)
+        core = h.session.core
+        tree = core.tree
+        end = min(off + size, tree.byte_length)
+        if off >= end:
+            return b""
+        found = tree.seek(off)
+        if found is None:
+            return b""
+        idx, rel = found
+        parts = []
+        pos = off
+        try:
+            while pos < end:
+                block = core.read_block(idx)
+                if block is None:
+                    with trio.fail_after(self.read_timeout):
+                        block = await h.session.get(idx)
+                take = block[rel : rel + (end - pos)]
+                parts.append(take)
+                pos += len(take)
+                idx += 1
+                rel = 0
+        except trio.TooSlowError:
+            raise RequestTimeoutError(f"{self._display(h.entry.ino)}: block {idx} not available "
+                                      f"within {self.read_timeout} s") from None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def write(self, fh: int, off: int, data: bytes) -> int:
+        h = self._handle(fh)
+        e = h.entry
+        if self.read_only or not h.writable:
+            raise ReadOnly(f"{self._display(e.ino)}: not writable")
+        core = h.session.core
+        if off != core.tree.byte_length:
+            raise NotPermitted(f"{self._display(e.ino)}: write at {off}, the end is {core.tree.byte_length}")
+        if not data:
+            return 0
+        mv = memoryview(data)
+        blocks = [bytes(mv[i : i + MAX_BLOCK]) for i in range(0, len(data), MAX_BLOCK)]
+        await h.session.append(blocks)
+        e.length, e.byte_length = core.tree.length, core.tree.byte_length
+        e.mtime_ns = time.time_ns()
+        return len(data)
+
+    async def fsync(self, fh: int) -> None:
+        h = self._handle(fh)
+        await h.session.sync()
+
+    async def flush(self, fh: int) -> None:
+        """close(2): what was written is on disk when it returns (04-corefs §3, durability)."""
+        h = self._handle(fh)
+        if h.writable and h.session.core is not None:
+            await h.session.sync()
+
+    async def release(self, fh: int) -> None:
+        h = self.handles.pop(fh, None)
+        if h is None:
+            return
+        h.entry.handles -= 1
+        e = h.entry
+        self._live(e)
+        await h.session.close()
+
+    async def setattr(self, ino: int, *, size: int | None = None, mode=None, uid=None, gid=None,
+                      times: bool = False) -> Attr:
+        if ino in self.ns_by_ino or ino == KEYS_INO:
+            if size is not None or mode is not None or uid is not None or gid is not None:
+                raise NotPermitted(f"{self._display(ino)}: cannot change a namespace")
+            return self.dir_attr(ino)
+        e = self._entry(ino)
+        if mode is not None or uid is not None or gid is not None:
+            raise NotPermitted(f"{self._display(ino)}: chmod/chown is not supported")
+        if size is not None:
+            self._live(e)
+            if size != e.byte_length:
+                raise NotPermitted(f"{self._display(ino)}: truncate to {size} (the core has {e.byte_length} bytes)")
+        return self.core_attr(e)
+
+    async def refuse(self, op: str, ino: int, name: bytes | None = None) -> None:
+        """unlink, rename, link, symlink, mknod, setxattr, removexattr: a core never changes or goes."""
+        where = self._display(ino) + (f"/{name.decode(errors='replace')}" if name else "")
+        if self.read_only and op in ("unlink", "rename", "link", "symlink", "mknod"):
+            raise ReadOnly(f"{op} {where}: read-only mount")
+        raise NotPermitted(f"{op} {where}: cores are append-only")
+
+    async def fallocate(self, fh: int) -> None:
+        raise NotSupported("fallocate is not supported")
+
+    # xattrs ---------------------------------------------------------------------------------
+
+    def xattrs(self, ino: int) -> dict[str, bytes]:
+        if ino in self.ns_by_ino:
+            return {"user.spacecore.namespace": self.ns_by_ino[ino].hash.hex().encode()}
+        if ino == KEYS_INO:
+            return {}
+        e = self.by_ino.get(ino)
+        if e is None:
+            raise NotFound(f"no inode {ino}")
+        self._live(e)
+        core = self.store._state.cores.get(e.discovery_key)
+        contiguous = core.contiguous if core is not None and not core.closed else e.length
+        fork = core.tree.fork if core is not None and not core.closed else self._fork_on_disk(e)
+        return {
+            "user.spacecore.key": e.key.hex().encode(),
+            "user.spacecore.discovery_key": e.discovery_key.hex().encode(),
+            "user.spacecore.length": str(e.length).encode(),
+            "user.spacecore.byte_length": str(e.byte_length).encode(),
+            "user.spacecore.contiguous_length": str(contiguous).encode(),
+            "user.spacecore.fork": str(fork).encode(),
+            "user.spacecore.writable": b"1" if self.is_writable(e) else b"0",
+            "user.spacecore.peers": b"0",
+        }
+
+    def _fork_on_disk(self, e: CoreEntry) -> int:
+        from spacecorestore.core import oplog as oplog_mod
+        from spacecorestore.listing import core_dir
+
+        try:
+            st = oplog_mod.parse((self.store_dir / core_dir(e.discovery_key) / "oplog").read_bytes())
+        except Exception:
+            return 0
+        if st is None:
+            return 0
+        fork = st.header.tree.fork
+        for en in st.entries:
+            if en.tree_upgrade is not None:
+                fork = en.tree_upgrade.fork
+        return fork
+
+    async def getxattr(self, ino: int, name: bytes) -> bytes:
+        v = self.xattrs(ino).get(name.decode(errors="replace"))
+        if v is None:
+            raise NoData(f"{self._display(ino)}: no attribute {name!r}")
+        return v
+
+    async def listxattr(self, ino: int) -> list[bytes]:
+        return [k.encode() for k in self.xattrs(ino)]
+
+    # status -----------------------------------------------------------------------------------
+
+    def status(self) -> list[dict]:
+        out = []
+        for e in self.cores.values():
+            self._live(e)
+            core = self.store._state.cores.get(e.discovery_key)
+            open_core = core is not None and not core.closed
+            out.append({
+                "path": ("/" + self._rel_path(e)) if self.path_of(e) else None,
+                "key": e.key.hex(),
+                "length": e.length,
+                "byte_length": e.byte_length,
+                "contiguous_length": core.contiguous if open_core else e.length,
+                "handles": e.handles,
+                "replication_sessions": 0,
+                "peers": 0,
+            })
+        out.sort(key=lambda c: (c["path"] is None, c["path"] or c["key"]))
+        return out
+
+    async def close(self) -> None:
+        for fh in list(self.handles):
+            await self.release(fh)
+
+
+_ = errno  # errno numbers live on the error classes
