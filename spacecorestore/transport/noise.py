@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import nacl.bindings as _nb
 import nacl.exceptions as _nacl_exc
+from nacl._sodium import ffi as _ffi, lib as _lib
 
 from ..crypto import KeyPair, key_pair as _key_pair
 from ..errors import HandshakeError, LocalProtocolError
@@ -86,10 +87,12 @@ def dh(local_secret_key: bytes, remote_public_key: bytes) -> bytes:
     """The Noise DH of curve "Ed25519"; ``HandshakeError`` for a point libsodium refuses."""
     if len(remote_public_key) != PKLEN:
         raise HandshakeError("Noise handshake failed: bad public key length")
-    try:
-        return _nb.crypto_scalarmult_ed25519_noclamp(scalar(local_secret_key), bytes(remote_public_key))
-    except _nacl_exc.CryptoError:
-        raise HandshakeError("Noise handshake failed: DH refused the remote public key") from None
+    # libsodium directly (what nacl.bindings.crypto_scalarmult_ed25519_noclamp wraps, minus
+    # its argument checks): -1 for a non-canonical, small-order or off-curve point
+    out = _ffi.new("unsigned char[]", DHLEN)
+    if _lib.crypto_scalarmult_ed25519_noclamp(out, scalar(local_secret_key), bytes(remote_public_key)) != 0:
+        raise HandshakeError("Noise handshake failed: DH refused the remote public key")
+    return _ffi.buffer(out, DHLEN)[:]
 
 
 def generate_key_pair(seed: bytes | None = None) -> KeyPair:
@@ -122,24 +125,27 @@ class SymmetricState:
         self.ck = self.h
         self.k: bytes | None = None
         self.n = 0
-        self._log(op="initialise", protocolName=protocol_name.decode(), h=self.h.hex(), ck=self.ck.hex())
-
-    def _log(self, **entry: Any) -> None:
         if self.trace is not None:
-            self.trace.append(entry)
+            self._log(op="initialise", protocolName=protocol_name.decode(), h=self.h.hex(), ck=self.ck.hex())
+
+    def _log(self, **entry: Any) -> None:  # callers check ``trace`` first: no hex work otherwise
+        assert self.trace is not None
+        self.trace.append(entry)
 
     def _mix_hash(self, data: bytes) -> None:
         self.h = blake2b512(self.h + data)
 
     def mix_hash(self, data: bytes) -> None:
         self._mix_hash(data)
-        self._log(op="mixHash", data=data.hex(), h=self.h.hex())
+        if self.trace is not None:
+            self._log(op="mixHash", data=data.hex(), h=self.h.hex())
 
     def mix_key(self, ikm: bytes) -> None:
         self.ck, t = hkdf(self.ck, ikm, 2)
         self.k = t[:32]
         self.n = 0
-        self._log(op="mixKey", ck=self.ck.hex(), k=self.k.hex())
+        if self.trace is not None:
+            self._log(op="mixKey", ck=self.ck.hex(), k=self.k.hex())
 
     def encrypt_and_hash(self, plaintext: bytes) -> bytes:
         ad, key, n = self.h, self.k, self.n
@@ -151,8 +157,9 @@ class SymmetricState:
                 raise LocalProtocolError("Noise field longer than 65535 bytes")
             self.n = n + 1
         self._mix_hash(c)
-        self._log(op="encryptAndHash", key=_hex(key), nonce=n, ad=ad.hex(), plaintext=plaintext.hex(),
-                  ciphertext=c.hex(), h=self.h.hex())
+        if self.trace is not None:
+            self._log(op="encryptAndHash", key=_hex(key), nonce=n, ad=ad.hex(), plaintext=plaintext.hex(),
+                      ciphertext=c.hex(), h=self.h.hex())
         return c
 
     def decrypt_and_hash(self, c: bytes) -> bytes:
@@ -170,8 +177,9 @@ class SymmetricState:
                 raise HandshakeError("Noise handshake failed: decryption failed") from None
             self.n = n + 1
         self._mix_hash(c)
-        self._log(op="decryptAndHash", key=_hex(key), nonce=n, ad=ad.hex(), ciphertext=c.hex(),
-                  plaintext=p.hex(), h=self.h.hex())
+        if self.trace is not None:
+            self._log(op="decryptAndHash", key=_hex(key), nonce=n, ad=ad.hex(), ciphertext=c.hex(),
+                      plaintext=p.hex(), h=self.h.hex())
         return p
 
     def split(self) -> tuple[bytes, bytes]:
@@ -252,15 +260,17 @@ class NoiseHandshake:
         try:
             index = self._step
             tokens = _XX[index]
-            self.sym._log(op="writeMessage", index=index + 1, tokens=list(tokens))
+            if self.sym.trace is not None:
+                self.sym._log(op="writeMessage", index=index + 1, tokens=list(tokens))
             out = bytearray()
             for tok in tokens:
                 if tok == "e":
                     if self.e is None:
                         self.e = self._ephemeral or generate_key_pair()
                         self._ephemeral = None
-                        self.sym._log(op="generateEphemeral", seed=self.e.secret_key[:32].hex(),
-                                      publicKey=self.e.public_key.hex(), secretKey=self.e.secret_key.hex())
+                        if self.sym.trace is not None:
+                            self.sym._log(op="generateEphemeral", seed=self.e.secret_key[:32].hex(),
+                                          publicKey=self.e.public_key.hex(), secretKey=self.e.secret_key.hex())
                     self.sym.mix_hash(self.e.public_key)
                     out += self.e.public_key
                 elif tok == "s":
@@ -285,7 +295,8 @@ class NoiseHandshake:
         try:
             index = self._step
             tokens = _XX[index]
-            self.sym._log(op="readMessage", index=index + 1, tokens=list(tokens))
+            if self.sym.trace is not None:
+                self.sym._log(op="readMessage", index=index + 1, tokens=list(tokens))
             pos = 0
             for tok in tokens:
                 if tok == "e":
@@ -321,7 +332,9 @@ class NoiseHandshake:
             local, remote = (self.s, self.re) if self.is_initiator else (self.e, self.rs)
         assert local is not None and remote is not None
         out = dh(local.secret_key, remote)
-        self.sym._log(op="dh", localPublicKey=local.public_key.hex(), remotePublicKey=remote.hex(), output=out.hex())
+        if self.sym.trace is not None:
+            self.sym._log(op="dh", localPublicKey=local.public_key.hex(), remotePublicKey=remote.hex(),
+                          output=out.hex())
         self.sym.mix_key(out)
 
     def _advance(self) -> None:
@@ -332,7 +345,8 @@ class NoiseHandshake:
         tx, rx = (k1, k2) if self.is_initiator else (k2, k1)
         assert self.rs is not None
         self.result = HandshakeResult(tx, rx, self.sym.h, self.s.public_key, self.rs)
-        self.sym._log(op="split", tx=tx.hex(), rx=rx.hex(), handshakeHash=self.sym.h.hex())
+        if self.sym.trace is not None:
+            self.sym._log(op="split", tx=tx.hex(), rx=rx.hex(), handshakeHash=self.sym.h.hex())
         # wipe what is no longer needed (Python cannot zero immutable bytes; drop the references)
         self.e = None
         self.sym.k = None
