@@ -262,6 +262,15 @@ def _mount_foreground(a) -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs.  A zombie has exited: the detached server's parent is init,
+    which may reap it late, and waiting for that would stall ``umount``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
         return True

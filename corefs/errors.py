@@ -70,3 +70,11 @@ class IsADirectory(FsError):
 
 class BadHandle(FsError):
     errno = errno.EBADF
+
+
+class StoreIOError(FsError):
+    """The store directory itself failed (disk full, I/O error): the OS errno is kept."""
+
+    def __init__(self, message: str = "", errno_: int = errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = errno_

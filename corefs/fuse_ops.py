@@ -17,7 +17,7 @@ import trio
 
 from spacecorestore.errors import SpacecoreError
 
-from .errors import FsError
+from .errors import FsError, StoreIOError
 from .vfs import ATTR_TIMEOUT, ENTRY_TIMEOUT, Attr, Vfs
 
 log = logging.getLogger("corefs")
@@ -75,7 +75,12 @@ async def _call(op: str, coro):
         raise
     except FsError as e:
         # a missing xattr or name is an answer, not a refusal: keep those out of the INFO log
-        level = logging.DEBUG if e.errno in (errno.ENODATA, errno.ENOENT) else logging.INFO
+        if isinstance(e, StoreIOError):
+            level = logging.WARNING  # the disk failed us: not a refusal
+        elif e.errno in (errno.ENODATA, errno.ENOENT):
+            level = logging.DEBUG
+        else:
+            level = logging.INFO
         log.log(level, "%s refused (%s): %s", op, errno.errorcode.get(e.errno, e.errno), e.message)
         raise pyfuse3.FUSEError(e.errno) from None
     except SpacecoreError as e:
@@ -194,7 +199,10 @@ class Operations(pyfuse3.Operations):
         return await _call("listxattr", self.vfs.listxattr(inode))
 
     async def statfs(self, ctx):
-        st = os.statvfs(self.vfs.store_dir)
+        return await _call("statfs", self._statfs())
+
+    async def _statfs(self):
+        st = os.statvfs(self.vfs.store_dir)  # an OSError here becomes EIO in _call, not a dead mount
         s = pyfuse3.StatvfsData()
         for f in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail"):
             setattr(s, f, getattr(st, f))

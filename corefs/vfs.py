@@ -32,7 +32,8 @@ from spacecorestore import Corestore, crypto
 from spacecorestore.core.session import Spacecore
 from spacecorestore.encoding import parse_key
 from spacecorestore.errors import BadArgumentError, RequestTimeoutError
-from spacecorestore.listing import CoreRecord
+from spacecorestore.errors import StorageDamageError
+from spacecorestore.listing import CoreRecord, core_dir
 
 from .errors import (
     BadHandle,
@@ -47,6 +48,7 @@ from .errors import (
     NotPermitted,
     NotSupported,
     ReadOnly,
+    StoreIOError,
 )
 
 log = logging.getLogger("corefs")
@@ -98,9 +100,11 @@ class CoreEntry:
     byte_length: int
     ino: int
     link_ino: int
-    writable: bool | None = None  # computed lazily (a key derivation)
+    writable: bool | None = None  # computed lazily for cores that are not ``named``
     mtime_ns: int = 0
     handles: int = 0
+    named: bool = False  # name and namespace given, and the key is the one this store derives for them
+    contiguous: int | None = None  # last known contiguous length (None: never opened, assumed complete)
 
 
 @dataclass
@@ -143,6 +147,7 @@ class Vfs:
         self.by_name: dict[tuple[bytes, str], CoreEntry] = {}
         self.handles: dict[int, Handle] = {}
         self.dir_handles: dict[int, DirHandle] = {}
+        self._views: dict[bytes, Corestore] = {}  # one store view per namespace cores are created in
         self._next_fh = 1
         self.on_growth = None  # callback(ino) for growth the kernel cannot see (replication)
 
@@ -170,21 +175,33 @@ class Vfs:
                 out.append(path)
         return out
 
-    def _write_namespaces_file(self) -> None:
-        paths = sorted(list(ns.path) for ns in self.namespaces.values() if ns.path)
+    def _write_namespaces_file(self, paths: list[list[str]]) -> None:
+        """Replace namespaces.json atomically (write, fsync, rename, fsync the directory).
+
+        Called before the change is made in memory, so a failure leaves both as they were."""
         p = self.store_dir / NAMESPACES_FILE
-        p.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = p.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(paths, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-        dfd = os.open(p.parent, os.O_RDONLY)
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            p.parent.mkdir(mode=0o700, exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump(sorted(paths), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+            dfd = os.open(p.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as e:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise StoreIOError(f"cannot write {p}: {e.strerror or e}", e.errno or errno.EIO) from None
+
+    def _namespace_paths(self) -> list[list[str]]:
+        return [list(ns.path) for ns in self.namespaces.values() if ns.path]
 
     def _add_namespace(self, path: tuple[str, ...]) -> Namespace:
         h = crypto.ZERO_NAMESPACE
@@ -211,12 +228,18 @@ class Vfs:
             self.by_ino[e.ino] = e
             self.by_link[e.link_ino] = e
             if e.name is not None and e.namespace is not None:
-                self.by_name[(e.namespace, e.name)] = e
+                # Only the core that store.namespace(...).get(name) returns has the path: a core
+                # copied from another store keeps its name in its user data but not its key
+                # (it stays under /.keys, and a local core of the same name is not hidden by it).
+                kp = crypto.derive_key_pair(self.store.primary_key, e.namespace, e.name)
+                if kp.public_key == e.key:
+                    e.named = True
+                    e.writable = True
+                    self.by_name[(e.namespace, e.name)] = e
         return e
 
     def _disk_mtime(self, e: CoreEntry) -> int:
-        from spacecorestore.listing import core_dir
-
+        """The oplog's mtime: every change of a core (append, truncate, user data) writes it."""
         try:
             return os.stat(self.store_dir / core_dir(e.discovery_key) / "oplog").st_mtime_ns
         except OSError:
@@ -226,7 +249,7 @@ class Vfs:
 
     def path_of(self, e: CoreEntry) -> tuple[Namespace, str] | None:
         """Where a core appears in the tree, or None (then only under /.keys)."""
-        if e.name is None or e.namespace is None:
+        if not e.named:
             return None
         ns = self.namespaces.get(e.namespace)
         if ns is None or not valid_file_name(e.name) or e.name in self.subdirs[ns.hash]:
@@ -256,6 +279,9 @@ class Vfs:
             raise NotFound(f"no inode {ino}")
         return ns
 
+    def _child(self, parent: int, name: str) -> str:
+        return self._display(parent).rstrip("/") + "/" + name
+
     def _display(self, ino: int) -> str:
         if ino == ROOT_INO:
             return "/"
@@ -267,6 +293,9 @@ class Vfs:
         e = self.by_ino.get(ino)
         if e is not None:
             return "/" + self._rel_path(e) if self.path_of(e) else f"/.keys/{e.key.hex()}"
+        e = self.by_link.get(ino)
+        if e is not None:
+            return f"/.keys/{e.key.hex()}"
         return f"inode {ino}"
 
     # attributes -----------------------------------------------------------------
@@ -276,19 +305,15 @@ class Vfs:
         core = self.store._state.cores.get(e.discovery_key)
         if core is not None and not core.closed:
             e.length, e.byte_length = core.tree.length, core.tree.byte_length
+            e.contiguous = min(core.contiguous, core.tree.length)
 
     def is_writable(self, e: CoreEntry) -> bool:
         if self.read_only:
             return False
-        if e.writable is None:
+        if e.writable is None or not e.writable:
+            # a core opened with a key pair may have become writable; one never opened is not
             core = self.store._state.cores.get(e.discovery_key)
-            if core is not None and not core.closed:
-                e.writable = core.can_write
-            elif e.name is not None and e.namespace is not None:
-                kp = crypto.derive_key_pair(self.store.primary_key, e.namespace, e.name)
-                e.writable = kp.public_key == e.key
-            else:
-                e.writable = False
+            e.writable = core is not None and not core.closed and core.can_write
         return e.writable
 
     def core_attr(self, e: CoreEntry) -> Attr:
@@ -339,7 +364,7 @@ class Vfs:
         e = self.by_name.get((ns.hash, n))
         if e is not None and self.path_of(e) is not None:
             return self.core_attr(e)
-        raise NotFound(f"{self._display(parent).rstrip('/')}/{n}")
+        raise NotFound(self._child(parent, n))
 
     async def _lookup_key(self, n: str) -> Attr:
         try:
@@ -372,20 +397,30 @@ class Vfs:
             raise InvalidName(f"inode {ino} is not a symlink")
         return self._link_target(e).encode()
 
-    def list_dir(self, ino: int) -> list[tuple[str, Attr]]:
-        """Entries of a directory, in a stable order (by name)."""
+    def _dir_names(self, ino: int) -> list[tuple[str, int]]:
+        """(name, inode) of a directory's entries, sorted by name."""
         if ino == KEYS_INO:
-            out = [(e.key.hex(), self.core_attr(e)) for e in self.cores.values() if self.path_of(e) is None]
+            out = [(e.key.hex(), e.ino) for e in self.cores.values() if self.path_of(e) is None]
         else:
             ns = self._ns(ino)
-            out = [(name, self.dir_attr(self.namespaces[h].ino)) for name, h in self.subdirs[ns.hash].items()]
+            out = [(name, self.namespaces[h].ino) for name, h in self.subdirs[ns.hash].items()]
             if ino == ROOT_INO:
-                out.append((KEYS_NAME, self.dir_attr(KEYS_INO)))
+                out.append((KEYS_NAME, KEYS_INO))
             for (h, name), e in self.by_name.items():
                 if h == ns.hash and self.path_of(e) is not None:
-                    out.append((name, self.core_attr(e)))
-        out.sort(key=lambda x: x[0])
+                    out.append((name, e.ino))
+        out.sort()
         return out
+
+    def _attr_now(self, ino: int) -> Attr | None:
+        if ino in (ROOT_INO, KEYS_INO) or ino in self.ns_by_ino:
+            return self.dir_attr(ino)
+        e = self.by_ino.get(ino)
+        return self.core_attr(e) if e is not None else None
+
+    def list_dir(self, ino: int) -> list[tuple[str, Attr]]:
+        """Entries of a directory, in a stable order (by name)."""
+        return [(name, self._attr_now(i)) for name, i in self._dir_names(ino)]
 
     async def opendir(self, ino: int) -> int:
         if ino != KEYS_INO:
@@ -395,14 +430,22 @@ class Vfs:
         return fh
 
     async def readdir(self, fh: int, start_id: int) -> list[tuple[bytes, Attr, int]]:
-        """Entries after ``start_id``; each entry's next id is its position + 1 in a snapshot
-        taken at the first call, so concurrent creation never repeats or skips an entry."""
+        """Entries after ``start_id``; each entry's next id is its position + 1 in the list of
+        names taken at the first call (``start_id`` 0), so creation or removal between two calls
+        never repeats or skips an entry.  Attributes are current (a readdirplus reply updates the
+        kernel's inode: a stale size there would shrink a growing file)."""
         dh = self.dir_handles.get(fh)
         if dh is None:
             raise BadHandle(f"no directory handle {fh}")
-        if start_id == 0 or not dh.entries:
-            dh.entries = self.list_dir(dh.ino)
-        return [(name.encode(), attr, i + 1) for i, (name, attr) in enumerate(dh.entries) if i >= start_id]
+        if start_id == 0:
+            dh.entries = self._dir_names(dh.ino)
+        out = []
+        for i in range(start_id, len(dh.entries)):
+            name, ino = dh.entries[i]
+            attr = self._attr_now(ino)
+            if attr is not None:  # a namespace removed since the listing
+                out.append((name.encode(), attr, i + 1))
+        return out
 
     async def releasedir(self, fh: int) -> None:
         self.dir_handles.pop(fh, None)
@@ -417,11 +460,11 @@ class Vfs:
         if not valid_file_name(n) or (ns.hash == crypto.ZERO_NAMESPACE and n == KEYS_NAME):
             raise Exists(f"{n}: reserved") if n == KEYS_NAME else InvalidName(f"{n}: not a valid name")
         if n in self.subdirs[ns.hash]:
-            raise Exists(f"{self._display(parent).rstrip('/')}/{n}: namespace exists")
+            raise Exists(f"{self._child(parent, n)}: namespace exists")
         if self.read_only:
             raise ReadOnly("read-only mount")
+        self._write_namespaces_file(self._namespace_paths() + [[*ns.path, n]])
         new = self._add_namespace((*ns.path, n))
-        self._write_namespaces_file()
         log.info("created namespace /%s", "/".join(new.path))
         return self.dir_attr(new.ino)
 
@@ -436,16 +479,20 @@ class Vfs:
         if h is None:
             if (ns.hash, n) in self.by_name:
                 raise NotADirectory(f"{n} is a core")
-            raise NotFound(f"{self._display(parent).rstrip('/')}/{n}")
+            raise NotFound(self._child(parent, n))
         if self.subdirs[h] or any(k[0] == h for k in self.by_name):
             raise NotEmpty(f"/{'/'.join(self.namespaces[h].path)} is not empty")
         if self.read_only:
             raise ReadOnly("read-only mount")
+        gone = [*ns.path, n]
+        self._write_namespaces_file([p for p in self._namespace_paths() if p != gone])
         del self.subdirs[ns.hash][n]
         sub = self.namespaces.pop(h)
         self.ns_by_ino.pop(sub.ino, None)
         del self.subdirs[h]
-        self._write_namespaces_file()
+        view = self._views.pop(h, None)
+        if view is not None:
+            await view.close()
         log.info("removed namespace /%s", "/".join(sub.path))
 
     # files -------------------------------------------------------------------------------
@@ -465,7 +512,11 @@ class Vfs:
 
     async def _open_session(self, e: CoreEntry, writable: bool) -> Handle:
         s = self.store.get(e.key, writable=writable)
-        await s.ready()
+        try:
+            await s.ready()
+        except BaseException:
+            await s.close()
+            raise
         e.handles += 1
         fh = self._new_fh()
         h = Handle(e, s, writable)
@@ -501,19 +552,22 @@ class Vfs:
         existing = self.by_name.get((ns.hash, n))
         if existing is not None and self.path_of(existing) is not None:
             if flags & os.O_EXCL:
-                raise Exists(f"{self._display(parent).rstrip('/')}/{n}")
+                raise Exists(f"{self._child(parent, n)}: exists (O_EXCL)")
             fh = await self.open(existing.ino, flags)
             return fh, self.core_attr(existing)
         if self.read_only:
             raise ReadOnly("read-only mount")
-        view = self.store
-        for part in ns.path:
-            view = view.namespace(part)
+        view = self._views.get(ns.hash)
+        if view is None:
+            view = self._views[ns.hash] = self.store.session(namespace=ns.hash)
         s = view.get(name=n)
-        await s.ready()
+        try:
+            await s.ready()
+        except BaseException:
+            await s.close()
+            raise
         rec = CoreRecord(s.key, s.discovery_key, n, ns.hash, s.length, s.core.tree.byte_length)
         e = self._add_core(rec)
-        e.writable = s.writable
         e.handles += 1
         fh = self._new_fh()
         h = Handle(e, s, True)
@@ -556,6 +610,9 @@ class Vfs:
         except trio.TooSlowError:
             raise RequestTimeoutError(f"{self._display(h.entry.ino)}: block {idx} not available "
                                       f"within {self.read_timeout} s") from None
+        except StorageDamageError as err:  # same type, naming the core (path and key) and the block
+            raise type(err)(f"{self._display(h.entry.ino)} (core {h.entry.key.hex()}), block {idx}: "
+                            f"{err.message}") from err
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def write(self, fh: int, off: int, data: bytes) -> int:
@@ -572,7 +629,7 @@ class Vfs:
         blocks = [bytes(mv[i : i + MAX_BLOCK]) for i in range(0, len(data), MAX_BLOCK)]
         await h.session.append(blocks)
         e.length, e.byte_length = core.tree.length, core.tree.byte_length
-        e.mtime_ns = time.time_ns()
+        e.mtime_ns = self._disk_mtime(e)  # what a remount will report, not our clock
         return len(data)
 
     async def fsync(self, fh: int) -> None:
@@ -596,22 +653,28 @@ class Vfs:
 
     async def setattr(self, ino: int, *, size: int | None = None, mode=None, uid=None, gid=None,
                       times: bool = False) -> Attr:
-        if ino in self.ns_by_ino or ino == KEYS_INO:
-            if size is not None or mode is not None or uid is not None or gid is not None:
-                raise NotPermitted(f"{self._display(ino)}: cannot change a namespace")
-            return self.dir_attr(ino)
+        """chmod/chown: EPERM; truncate to the current size: a no-op, to another: EPERM (EROFS if
+        the core cannot be written at all); utimens: succeeds and changes nothing."""
+        changes_owner = mode is not None or uid is not None or gid is not None
+        if ino in self.ns_by_ino or ino == KEYS_INO or ino in self.by_link:
+            if size is not None or changes_owner:
+                raise NotPermitted(f"{self._display(ino)}: cannot be changed")
+            return await self.getattr(ino)
         e = self._entry(ino)
-        if mode is not None or uid is not None or gid is not None:
+        if changes_owner:
             raise NotPermitted(f"{self._display(ino)}: chmod/chown is not supported")
         if size is not None:
             self._live(e)
             if size != e.byte_length:
+                if not self.is_writable(e):
+                    raise ReadOnly(f"{self._display(ino)}: truncate of a core this store cannot write"
+                                   + (" (read-only mount)" if self.read_only else ""))
                 raise NotPermitted(f"{self._display(ino)}: truncate to {size} (the core has {e.byte_length} bytes)")
         return self.core_attr(e)
 
     async def refuse(self, op: str, ino: int, name: bytes | None = None) -> None:
         """unlink, rename, link, symlink, mknod, setxattr, removexattr: a core never changes or goes."""
-        where = self._display(ino) + (f"/{name.decode(errors='replace')}" if name else "")
+        where = self._child(ino, name.decode(errors="replace")) if name else self._display(ino)
         if self.read_only and op in ("unlink", "rename", "link", "symlink", "mknod"):
             raise ReadOnly(f"{op} {where}: read-only mount")
         raise NotPermitted(f"{op} {where}: cores are append-only")
@@ -621,53 +684,53 @@ class Vfs:
 
     # xattrs ---------------------------------------------------------------------------------
 
-    def xattrs(self, ino: int) -> dict[str, bytes]:
+    CORE_XATTRS = ("user.spacecore.key", "user.spacecore.discovery_key", "user.spacecore.length",
+                   "user.spacecore.byte_length", "user.spacecore.contiguous_length", "user.spacecore.fork",
+                   "user.spacecore.writable", "user.spacecore.peers")
+    NS_XATTR = "user.spacecore.namespace"
+
+    def _xattr_names(self, ino: int) -> tuple[str, ...]:
         if ino in self.ns_by_ino:
-            return {"user.spacecore.namespace": self.ns_by_ino[ino].hash.hex().encode()}
-        if ino == KEYS_INO:
-            return {}
-        e = self.by_ino.get(ino)
-        if e is None:
-            raise NotFound(f"no inode {ino}")
-        self._live(e)
+            return (self.NS_XATTR,)
+        if ino == KEYS_INO or ino in self.by_link:
+            return ()  # /.keys and the symlinks in it have none
+        if ino in self.by_ino:
+            return self.CORE_XATTRS
+        raise NotFound(f"no inode {ino}")
+
+    async def _local_state(self, e: CoreEntry) -> tuple[int, int]:
+        """(contiguous length, fork) of a core: from the open core, else by opening it briefly
+        (these are not in the listing; nothing is written by opening)."""
         core = self.store._state.cores.get(e.discovery_key)
-        contiguous = core.contiguous if core is not None and not core.closed else e.length
-        fork = core.tree.fork if core is not None and not core.closed else self._fork_on_disk(e)
-        return {
-            "user.spacecore.key": e.key.hex().encode(),
-            "user.spacecore.discovery_key": e.discovery_key.hex().encode(),
-            "user.spacecore.length": str(e.length).encode(),
-            "user.spacecore.byte_length": str(e.byte_length).encode(),
-            "user.spacecore.contiguous_length": str(contiguous).encode(),
-            "user.spacecore.fork": str(fork).encode(),
-            "user.spacecore.writable": b"1" if self.is_writable(e) else b"0",
-            "user.spacecore.peers": b"0",
-        }
-
-    def _fork_on_disk(self, e: CoreEntry) -> int:
-        from spacecorestore.core import oplog as oplog_mod
-        from spacecorestore.listing import core_dir
-
+        if core is not None and not core.closed:
+            return min(core.contiguous, core.tree.length), core.tree.fork
+        s = self.store.get(e.key, writable=False)
         try:
-            st = oplog_mod.parse((self.store_dir / core_dir(e.discovery_key) / "oplog").read_bytes())
-        except Exception:
-            return 0
-        if st is None:
-            return 0
-        fork = st.header.tree.fork
-        for en in st.entries:
-            if en.tree_upgrade is not None:
-                fork = en.tree_upgrade.fork
-        return fork
+            await s.ready()
+            e.contiguous = min(s.core.contiguous, s.core.tree.length)
+            return e.contiguous, s.core.tree.fork
+        finally:
+            await s.close()
 
     async def getxattr(self, ino: int, name: bytes) -> bytes:
-        v = self.xattrs(ino).get(name.decode(errors="replace"))
-        if v is None:
+        n = name.decode(errors="replace")
+        if n not in self._xattr_names(ino):  # no value is computed for names we do not have
             raise NoData(f"{self._display(ino)}: no attribute {name!r}")
-        return v
+        if n == self.NS_XATTR:
+            return self.ns_by_ino[ino].hash.hex().encode()
+        e = self.by_ino[ino]
+        self._live(e)
+        field = n.removeprefix("user.spacecore.")
+        if field in ("contiguous_length", "fork"):
+            contiguous, fork = await self._local_state(e)
+            v = contiguous if field == "contiguous_length" else fork
+        else:
+            v = {"key": e.key.hex(), "discovery_key": e.discovery_key.hex(), "length": e.length,
+                 "byte_length": e.byte_length, "writable": int(self.is_writable(e)), "peers": 0}[field]
+        return str(v).encode()
 
     async def listxattr(self, ino: int) -> list[bytes]:
-        return [k.encode() for k in self.xattrs(ino)]
+        return [k.encode() for k in self._xattr_names(ino)]
 
     # status -----------------------------------------------------------------------------------
 
@@ -675,14 +738,12 @@ class Vfs:
         out = []
         for e in self.cores.values():
             self._live(e)
-            core = self.store._state.cores.get(e.discovery_key)
-            open_core = core is not None and not core.closed
             out.append({
                 "path": ("/" + self._rel_path(e)) if self.path_of(e) else None,
                 "key": e.key.hex(),
                 "length": e.length,
                 "byte_length": e.byte_length,
-                "contiguous_length": core.contiguous if open_core else e.length,
+                "contiguous_length": e.contiguous if e.contiguous is not None else e.length,
                 "handles": e.handles,
                 "replication_sessions": 0,
                 "peers": 0,
@@ -693,6 +754,9 @@ class Vfs:
     async def close(self) -> None:
         for fh in list(self.handles):
             await self.release(fh)
+        for view in self._views.values():
+            await view.close()
+        self._views.clear()
 
 
 _ = errno  # errno numbers live on the error classes
