@@ -132,6 +132,9 @@ class Corestore:
                     raise NotAStoreError(f"{root} is not empty and has no {PRIMARY_KEY} file: not a store")
         f = st.storage.open(PRIMARY_KEY)
         try:
+            # checked before locking: the lock creates the file, and a refused open must leave nothing behind
+            if not st.writable and (f.size() < 32 or st.overwrite):
+                raise StorageEmptyError(f"no {PRIMARY_KEY} in a read-only store")
             f.lock()
             if f.size() < 32 or st.overwrite:
                 if not st.writable:
@@ -243,6 +246,8 @@ class Corestore:
             key = opts.pop("key", None)
         if name is not None and not isinstance(name, str):
             raise BadArgumentError(f"name must be a string, not {type(name).__name__}")
+        if name == "":  # the reference takes an empty name for none: a core named "" could never be found by it
+            raise BadArgumentError("name must be a non-empty string")
         k = parse_key(key) if key is not None else None
         kp = _as_key_pair(opts.get("key_pair"))
         public_key = opts.get("public_key")

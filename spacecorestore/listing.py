@@ -74,14 +74,17 @@ def read_record(storage, directory: str) -> CoreRecord | None:
                     del overlay[i]
             length = u.length
     byte_length = 0
-    roots = full_roots(2 * length)
-    if roots:
+    stored = []  # roots not in the replayed entries: read from the tree file (opened only if needed)
+    for r in full_roots(2 * length):
+        size = overlay.get(r)
+        if size is not None:
+            byte_length += size
+        else:
+            stored.append(r)
+    if stored:
         tree = storage.open(f"{directory}/tree")
         try:
-            for r in roots:
-                if r in overlay and overlay[r] is not None:
-                    byte_length += overlay[r]
-                    continue
+            for r in stored:
                 raw = tree.read(40 * r, 40)
                 if len(raw) < 40:
                     raise SpacecoreError(f"{directory}: root node {r} is missing")
