@@ -67,10 +67,15 @@ class Core:
     def __init__(self, storage, label: str) -> None:
         self.storage = storage
         self.label = label  # directory shown in error messages
-        self.oplog_file = storage.open("oplog")
-        self.tree_file = storage.open("tree")
-        self.bitfield_file = storage.open("bitfield")
-        self.data_file = storage.open("data")
+        files = []
+        try:
+            for n in ("oplog", "tree", "bitfield", "data"):
+                files.append(storage.open(n))
+        except BaseException:  # e.g. EMFILE on the third file: close the ones already open
+            for f in files:
+                f.close()
+            raise
+        self.oplog_file, self.tree_file, self.bitfield_file, self.data_file = files
         self._header_file = None
         self.tree = MerkleTree(self.tree_file, path=self._path("tree"))
         self.bitfield = Bitfield()
