@@ -371,3 +371,45 @@ async def test_lock_python_holds_reference_refused(tmp_path):
     async with Corestore(root) as store:
         async with store.get(name="a") as s:
             assert s.length == 2
+
+
+# ------------------------------------------- 4. the reference's fixture store
+
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "js-corestore6-store"
+
+
+async def test_fixture_store_continued_by_python_verified_by_reference(tmp_path):
+    """A copy of the reference's fixture: Python appends to every named core (writable through
+    our key derivation), then the reference reopens the store and reads and verifies them."""
+    import shutil
+
+    manifest = json.loads((FIXTURE.parent / "js-corestore6-store.manifest.json").read_text())
+    root = tmp_path / "store"
+    shutil.copytree(FIXTURE, root)
+    named = [c for c in manifest["cores"] if c["name"] not in (None, "None")]
+    assert len(named) >= 10
+    added = {}
+    async with Corestore(root) as store:
+        for n, c in enumerate(named):
+            path = c["namespacePath"]
+            path = json.loads(path.replace("'", '"')) if isinstance(path, str) else path
+            opts = {}
+            if c.get("encryptionKey") not in (None, "None"):
+                opts["encryption_key"] = bytes.fromhex(c["encryptionKey"])
+            async with view(store, path).get(name=c["name"], **opts) as s:
+                assert s.key.hex() == c["key"] and s.writable
+                new = [f"python block {n}.{i}".encode() for i in range(2)]
+                await s.append(new)
+                raw = [await s.get(i, raw=True) for i in range(s.length - 2, s.length)]
+            added[c["key"]] = (path, c["name"], raw)
+    targets = [{"name": name, "namespace": path} for (path, name, _) in added.values()]
+    out = refstore("read", root, script={"cores": targets})
+    assert out["filesChanged"] == []
+    assert len(out["cores"]) == len(added)
+    for c in out["cores"]:
+        assert "error" not in c, c
+        path, name, raw = added[c["key"]]
+        assert c["signatureValid"] is True and c["verifierAccepts"] is True, name
+        assert c["writable"] is True
+        assert [bytes.fromhex(b) for b in c["blocks"][-2:]] == raw, name
