@@ -254,7 +254,8 @@ def _mount_foreground(a) -> int:
         if getattr(e, "code", None) == "ELOCKED":
             msg = f"{a.store} is in use by another process (a mount or a reference program)"
         line = f"{PROG} mount: {msg}"
-        logging.getLogger("corefs").error(line)
+        if a.log_file:  # logging to stderr would print the line twice
+            logging.getLogger("corefs").error(line)
         report("error: " + line)
         raise UserError(line) from None
     report("error: mount ended before it was ready")

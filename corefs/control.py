@@ -72,11 +72,13 @@ async def serve(path: Path, handlers: dict[str, Callable[[], Awaitable[dict]]],
                 stream = await listener.accept()
                 nursery.start_soon(_handle, stream, handlers)
     finally:
-        await listener.aclose()
+        # first the file (an await here would raise Cancelled before it), then the socket
         try:
             path.unlink()
         except FileNotFoundError:
             pass
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
 
 
 async def _handle(stream: trio.SocketStream, handlers) -> None:
