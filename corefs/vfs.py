@@ -262,14 +262,16 @@ class Vfs:
         ns, name = self.path_of(e)
         return "/".join((*ns.path, name))
 
-    @staticmethod
-    def _name(name: bytes) -> str:
+    def _name(self, name: bytes, parent: int) -> str:
+        """The name as text, or the refusal naming the path (04-corefs §3: over 255 bytes, not UTF-8)."""
         if len(name) > 255:
-            raise NameTooLong(f"name of {len(name)} bytes")
+            raise NameTooLong(f"{self._child(parent, name[:40].decode(errors='backslashreplace'))}...: "
+                              f"a name of {len(name)} bytes (at most 255)")
         try:
             return name.decode("utf-8")
         except UnicodeDecodeError:
-            raise InvalidName("name is not valid UTF-8") from None
+            raise InvalidName(f"{self._child(parent, name.decode(errors='backslashreplace'))}: "
+                              f"the name is not valid UTF-8") from None
 
     def _ns(self, ino: int) -> Namespace:
         ns = self.ns_by_ino.get(ino)
@@ -310,11 +312,42 @@ class Vfs:
     def is_writable(self, e: CoreEntry) -> bool:
         if self.read_only:
             return False
-        if e.writable is None or not e.writable:
-            # a core opened with a key pair may have become writable; one never opened is not
+        if e.writable is None:
             core = self.store._state.cores.get(e.discovery_key)
-            e.writable = core is not None and not core.closed and core.can_write
+            if core is not None and not core.closed:
+                e.writable = core.can_write
+            else:
+                e.writable = self._header_has_secret_key(e)
         return e.writable
+
+    def _header_has_secret_key(self, e: CoreEntry) -> bool:
+        """Whether the core's stored header holds its secret key (a core copied from another store
+        does; a remote one does not).  Read once per core: the two header slots of the oplog."""
+        from spacecorestore.core import oplog as oplog_mod
+        from spacecorestore.core.messages import decode_header
+
+        directory = core_dir(e.discovery_key)
+        storage = self.store.storage
+        try:
+            f = storage.open(f"{directory}/oplog")
+            try:
+                state = oplog_mod.parse(f.read(0, oplog_mod.ENTRIES_START), f"{directory}/oplog")
+            finally:
+                f.close()
+            if state is None:
+                return False
+            header = state.header
+            if header.external is not None:
+                hf = storage.open(f"{directory}/header")
+                try:
+                    header = decode_header(hf.read(*header.external))
+                finally:
+                    hf.close()
+            kp = header.key_pair
+            return kp is not None and bool(kp.secret_key)
+        except Exception as err:  # damaged: shown read-only; reading it reports the damage
+            log.info("cannot read the header of %s: %s", self._display(e.ino), err)
+            return False
 
     def core_attr(self, e: CoreEntry) -> Attr:
         self._live(e)
@@ -352,7 +385,7 @@ class Vfs:
     # lookup and listing ------------------------------------------------------------
 
     async def lookup(self, parent: int, name: bytes) -> Attr:
-        n = self._name(name)
+        n = self._name(name, parent)
         if parent == KEYS_INO:
             return await self._lookup_key(n)
         ns = self._ns(parent)
@@ -453,7 +486,7 @@ class Vfs:
     # namespaces ------------------------------------------------------------------------
 
     async def mkdir(self, parent: int, name: bytes) -> Attr:
-        n = self._name(name)
+        n = self._name(name, parent)
         if parent == KEYS_INO:
             raise NotPermitted(f"/.keys/{n}: cannot create in /.keys")
         ns = self._ns(parent)
@@ -469,7 +502,7 @@ class Vfs:
         return self.dir_attr(new.ino)
 
     async def rmdir(self, parent: int, name: bytes) -> None:
-        n = self._name(name)
+        n = self._name(name, parent)
         if parent == ROOT_INO and n == KEYS_NAME:
             raise NotPermitted("/.keys cannot be removed")
         if parent == KEYS_INO:
@@ -541,7 +574,7 @@ class Vfs:
         return h.fh
 
     async def create(self, parent: int, name: bytes, flags: int) -> tuple[int, Attr]:
-        n = self._name(name)
+        n = self._name(name, parent)
         if parent == KEYS_INO:
             raise NotPermitted(f"/.keys/{n}: cannot create in /.keys")
         ns = self._ns(parent)

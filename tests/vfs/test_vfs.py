@@ -25,6 +25,8 @@ from spacecorestore.encoding import z32_encode
 from spacecorestore.errors import RequestTimeoutError, SpacecoreError, StorageCorruptError
 from spacecorestore.listing import core_dir
 
+from .storeutil import copy_core
+
 WR = os.O_WRONLY
 CREAT = os.O_WRONLY | os.O_CREAT
 
@@ -535,9 +537,8 @@ async def test_core_of_another_store_stays_under_keys(tmp_path):
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     our_keys = await populate(ours, {((), "log"): [b"ours"]})
     their_keys = await populate(theirs, {((), "log"): [b"theirs"], ((), "other"): [b"o"]})
-    for k in their_keys.values():
-        d = core_dir(crypto.discovery_key(k))
-        shutil.copytree(theirs / d, ours / d)
+    copy_core(theirs, ours, their_keys[((), "log")])  # without its secret key, as if downloaded
+    copy_core(theirs, ours, their_keys[((), "other")], keep_secret_key=True)
     f = Fs(ours)
     v = await f.open()
     try:
@@ -548,13 +549,24 @@ async def test_core_of_another_store_stays_under_keys(tmp_path):
         assert sorted(names(v.list_dir(KEYS_INO))) == sorted(k.hex() for k in their_keys.values())
         a = await v.lookup(KEYS_INO, their_keys[((), "log")].hex().encode())
         assert stat.S_IMODE(a.mode) == 0o444 and await read_all(v, a.ino) == b"theirs"
+        assert await v.getxattr(a.ino, b"user.spacecore.writable") == b"0"
         with refused(errno.EROFS):
             await v.open(a.ino, WR)
+        assert stat.S_IMODE((await v.getattr(a.ino)).mode) == 0o444  # also after it was opened
+        # with its secret key in its header, this store can write it (but it has no path here)
+        b = await v.lookup(KEYS_INO, their_keys[((), "other")].hex().encode())
+        assert stat.S_IMODE(b.mode) == 0o644
+        await append(v, b.ino, b"+")
+        assert await read_all(v, b.ino) == b"o+"
         # touch other: a new core of ours, not the copied one
         fh, attr = await v.create(ROOT_INO, b"other", CREAT)
         await v.release(fh)
         assert attr.size == 0 and stat.S_IMODE(attr.mode) == 0o644
         assert (await v.getxattr(attr.ino, b"user.spacecore.key")).decode() != their_keys[((), "other")].hex()
+        v = await f.reopen()
+        a = await v.lookup(KEYS_INO, their_keys[((), "log")].hex().encode())
+        b = await v.lookup(KEYS_INO, their_keys[((), "other")].hex().encode())
+        assert (stat.S_IMODE(a.mode), stat.S_IMODE(b.mode)) == (0o444, 0o644)
     finally:
         await f.close()
 
