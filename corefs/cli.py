@@ -120,9 +120,48 @@ def cmd_init(a) -> int:
     return 0
 
 
-def _check_mountpoint(mnt: str) -> None:
+def _mount_entry(mnt: str) -> tuple[str, str] | None:
+    """(type, source) of what is mounted on ``mnt``, from the mount table (no access to ``mnt``
+    itself, which may be a dead mount)."""
+    import re
+
+    real = os.path.realpath(mnt)
     try:
-        st = os.stat(mnt)
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+
+    def unescape(s: str) -> str:
+        return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4 and unescape(fields[4]) == real and "-" in fields:
+            sep = fields.index("-")
+            return fields[sep + 1], unescape(fields[sep + 2]) if len(fields) > sep + 2 else ""
+    return None
+
+
+def _is_dead_mount(mnt: str) -> bool:
+    """A FUSE mount whose server is gone.  statfs always reaches the server (stat may be answered
+    from the kernel's attribute cache for a while after the server died)."""
+    try:
+        os.statvfs(mnt)
+        return False
+    except OSError as e:
+        return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+def _check_mountpoint(mnt: str) -> None:
+    entry = _mount_entry(mnt)
+    if entry is not None:
+        if entry[0].startswith("fuse") and _is_dead_mount(mnt):
+            _cleanup_dead(mnt)
+        else:
+            raise UserError(f"{PROG} mount: {mnt} is already a mount point ({entry[0]} of {entry[1]})")
+    try:
+        os.stat(mnt)
     except OSError as e:
         if e.errno == errno.ENOTCONN:
             _cleanup_dead(mnt)
@@ -132,7 +171,6 @@ def _check_mountpoint(mnt: str) -> None:
         raise UserError(f"{PROG} mount: mountpoint {mnt} is not a directory")
     if os.path.ismount(mnt):
         raise UserError(f"{PROG} mount: {mnt} is already a mount point")
-    del st
 
 
 def _cleanup_dead(mnt: str) -> None:
@@ -283,6 +321,10 @@ def _pid_alive(pid: int) -> bool:
 
 def cmd_umount(a) -> int:
     mnt = a.mountpoint
+    entry = _mount_entry(mnt)
+    if entry is not None and entry[0].startswith("fuse") and _is_dead_mount(mnt):
+        _cleanup_dead(mnt)
+        return 0
     try:
         os.stat(mnt)
     except OSError as e:
