@@ -198,6 +198,8 @@ def _check_common(a) -> None:
         raise UserError(f"{PROG} mount: {root} is not empty and is not a store (no primary-key)")
     if a.read_timeout <= 0:
         raise UserError(f"{PROG} mount: --read-timeout must be positive")
+    if a.read_only and not (root / "primary-key").exists():
+        raise UserError(f"{PROG} mount: {root} is not a store (no primary-key); --read-only does not create one")
 
 
 def cmd_mount(a) -> int:

@@ -37,6 +37,7 @@ async def run_mount(store_dir: str, mountpoint: str, *, read_only: bool = False,
     await store.ready()
     vfs = Vfs(store, store_dir, read_only=read_only, read_timeout=read_timeout)
     mounted = False
+    clean = False  # a crash leaves a dead mount (ENOTCONN), never an empty directory (04-corefs §8)
     try:
         await vfs.load()
         ops = fuse_ops.Operations(vfs, direct_io=direct_io)
@@ -65,12 +66,16 @@ async def run_mount(store_dir: str, mountpoint: str, *, read_only: bool = False,
                 on_ready()
             await fuse_ops.serve()
             nursery.cancel_scope.cancel()
+        clean = True
         log.info("unmounting %s", mountpoint)
     finally:
         await vfs.close()
         await store.close()
         if mounted:
-            fuse_ops.unmount(clean=True)
+            if not clean:
+                log.error("the file system loop failed: leaving %s as a dead mount (corefs umount cleans it)",
+                          mountpoint)
+            fuse_ops.unmount(clean=clean)
 
 
 async def _watch_signals() -> None:

@@ -378,8 +378,8 @@ class Vfs:
         if e is not None:
             return self.core_attr(e)
         e = self.by_link.get(ino)
-        if e is not None:
-            return self.link_attr(e)
+        if e is not None and self.path_of(e) is not None:  # else the core lost its path (a directory
+            return self.link_attr(e)                        # took its name): /.keys shows the file
         raise NotFound(f"no inode {ino}")
 
     # lookup and listing ------------------------------------------------------------

@@ -2,6 +2,7 @@
 and ``fusermount3 -u``; the background mode; ``corefs status``; user errors as one line."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -135,6 +136,8 @@ def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
     (["mount", "S", "M", "--sparse"], ["not available"]),
     (["mount", "S", "M", "--read-timeout", "-1"], ["read-timeout"]),
     (["mount", "S", "M", "--read-timeout", "soon"], ["read-timeout"]),
+    (["mount", "S", "M", "--read-only"], ["not a store", "--read-only"]),
+    (["mount", "-f", "S", "M", "--read-only"], ["not a store", "--read-only"]),
     (["frobnicate"], ["invalid choice"]),
     ([], ["required"]),
 ])
@@ -227,3 +230,49 @@ def test_umount_of_a_busy_mount(mount):
         cwd.wait()
         os.close(fd)
     assert mount.umount() == 0
+
+
+CRASH = r"""
+import logging, sys, trio
+from corefs import daemon, fuse_ops
+
+real_serve = fuse_ops.serve
+
+async def crashing_serve():  # the FUSE loop fails once the mount is live
+    async with trio.open_nursery() as n:
+        n.start_soon(real_serve)
+        await trio.sleep(0.3)
+        raise RuntimeError("injected failure of the file system loop")
+
+fuse_ops.serve = crashing_serve
+logging.basicConfig(filename=sys.argv[3], level=logging.INFO,
+                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+trio.run(lambda: daemon.run_mount(sys.argv[1], sys.argv[2], on_ready=lambda: print("ready", flush=True)))
+"""
+
+
+def test_a_crash_leaves_a_dead_mount_not_an_empty_directory(mounts):
+    m = mounts()
+    populate(m.store, {((), "log"): [b"kept"]})
+    p = subprocess.Popen([PY, "-c", CRASH, str(m.store), str(m.mnt), str(m.log)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        assert p.wait(20) != 0
+        assert "injected failure" in p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        p.stderr.close()
+    m.allow_log(r"ERROR corefs: the file system loop failed: leaving .* as a dead mount")
+    # still in the mount table, answering ENOTCONN: `rsync --delete` from it fails instead of deleting
+    assert mount_entry(m.mnt) is not None
+    with pytest.raises(OSError) as info:
+        os.listdir(m.mnt)
+    assert info.value.errno == errno.ENOTCONN
+    r = corefs("mount", m.store, m.mnt, "--log-file", m.log)
+    assert r.returncode == 0 and "dead mount" in r.stderr, r.stderr
+    m.pid = m.status()["pid"]
+    assert m.path("log").read_bytes() == b"kept"

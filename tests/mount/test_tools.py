@@ -304,3 +304,38 @@ def test_inodes_and_mtimes_survive_a_remount(mounts):
     mt.start()
     assert snapshot() == first
     assert sh(f"ls -liR --time-style=+%s.%N {mt.mnt}").stdout == ls1
+
+
+def test_large_directory_listing_during_creation(mounts):
+    """readdir over many kernel calls: next ids stay stable while cores are created."""
+    import threading
+
+    md = mounts(name="many")
+    populate(md.store, {((), "c%04d" % i): [b"%d" % i] for i in range(400)})
+    md.start()
+    stop = threading.Event()
+    made = []
+
+    def creator():
+        i = 0
+        while not stop.is_set() and i < 300:
+            p = md.path("new%04d" % i)
+            with open(p, "ab") as f:
+                f.write(b"n")
+            made.append(p.name)
+            i += 1
+
+    t = threading.Thread(target=creator)
+    t.start()
+    try:
+        for _ in range(5):
+            names = [e.name for e in os.scandir(md.mnt)]
+            assert len(names) == len(set(names)), "an entry was listed twice"
+            assert {"c%04d" % i for i in range(400)} <= set(names), "an entry was skipped"
+    finally:
+        stop.set()
+        t.join()
+    names = os.listdir(md.mnt)
+    assert sorted(names) == sorted([".keys"] + ["c%04d" % i for i in range(400)] + made)
+    out = sh(f"ls -l {md.mnt} | grep -c '^-rw-r--r-- 1 '").stdout.strip()
+    assert int(out) == 400 + len(made)
