@@ -71,6 +71,7 @@ _push = _lib.crypto_secretstream_xchacha20poly1305_push
 _pull = _lib.crypto_secretstream_xchacha20poly1305_pull
 _NULL = _ffi.NULL
 _KEEP_OUT = 1 << 18  # keep a reusable decryption buffer up to 256 KiB
+_alloc = _ffi.new_allocator(should_clear_after_alloc=False)  # every byte is written before use
 
 
 def stream_id(handshake_hash: bytes, is_initiator: bool) -> bytes:
@@ -332,7 +333,7 @@ class SecretStreamState:
     def _decrypt(self, buf: bytes | bytearray, start: int, n: int) -> Event | None:
         mlen = n - ABYTES
         if mlen > self._mbuf_len:
-            out = _ffi.new("unsigned char[]", mlen)
+            out = _alloc("unsigned char[]", mlen)
             if mlen <= _KEEP_OUT:
                 self._mbuf, self._mbuf_len = out, mlen
         else:
@@ -366,7 +367,7 @@ class SecretStreamState:
                 f"({MAX_MESSAGE} bytes of plaintext)"
             )
         n = mlen + ABYTES
-        out = _ffi.new("unsigned char[]", n + 3)
+        out = _alloc("unsigned char[]", n + 3)
         out[0] = n & 0xFF
         out[1] = (n >> 8) & 0xFF
         out[2] = n >> 16
