@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +91,31 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.02):
         time.sleep(interval)
 
 
+LIVE: set["Mount"] = set()  # mounts whose serving process may be running (for the watchdog)
+WATCHDOG_SECONDS = 90.0
+
+
+@pytest.fixture(autouse=True)
+def watchdog():
+    """A test stuck in a syscall on a hung mount fails instead of hanging the suite: after
+    WATCHDOG_SECONDS every serving process is killed (by PID), so the kernel answers ENOTCONN."""
+    fired = []
+
+    def fire():
+        fired.append(True)
+        for m in list(LIVE):
+            if m.pid is not None and pid_alive(m.pid):
+                os.kill(m.pid, signal.SIGKILL)
+
+    t = threading.Timer(WATCHDOG_SECONDS, fire)
+    t.daemon = True
+    t.start()
+    yield
+    t.cancel()
+    if fired:
+        pytest.fail(f"the test took over {WATCHDOG_SECONDS} s: its mounts were killed", pytrace=False)
+
+
 class Mount:
     """One store mounted on one directory by a corefs subprocess."""
 
@@ -107,6 +133,7 @@ class Mount:
     def start(self, *opts: str, background: bool = False) -> "Mount":
         """Mount and wait until it is live; ``opts`` are extra mount options."""
         assert self.pid is None or not pid_alive(self.pid), "already mounted"
+        LIVE.add(self)
         args = [str(self.store), str(self.mnt), "--log-file", str(self.log), *opts]
         if background:
             r = corefs("mount", *args)
@@ -133,6 +160,13 @@ class Mount:
                 self.cleanup()
                 raise AssertionError(f"the mount was not live within {START_TIMEOUT} s{self.log_tail()}")
             time.sleep(0.02)
+
+    def adopt(self) -> "Mount":
+        """Take over a mount started by a ``corefs mount`` run by the test itself."""
+        self.proc = None
+        self.pid = self.status()["pid"]
+        LIVE.add(self)
+        return self
 
     def umount(self, timeout: float = 30) -> int | None:
         """``corefs umount`` (must succeed); returns the serving process's exit status if it is our child."""
@@ -188,6 +222,7 @@ class Mount:
                 self.proc.wait(10)
             self.proc = None
         self.pid = None
+        LIVE.discard(self)
 
     # talking to it ------------------------------------------------------------------------
 

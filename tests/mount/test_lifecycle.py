@@ -274,5 +274,5 @@ def test_a_crash_leaves_a_dead_mount_not_an_empty_directory(mounts):
     assert info.value.errno == errno.ENOTCONN
     r = corefs("mount", m.store, m.mnt, "--log-file", m.log)
     assert r.returncode == 0 and "dead mount" in r.stderr, r.stderr
-    m.pid = m.status()["pid"]
+    m.adopt()
     assert m.path("log").read_bytes() == b"kept"
