@@ -339,3 +339,20 @@ def test_large_directory_listing_during_creation(mounts):
     assert sorted(names) == sorted([".keys"] + ["c%04d" % i for i in range(400)] + made)
     out = sh(f"ls -l {md.mnt} | grep -c '^-rw-r--r-- 1 '").stdout.strip()
     assert int(out) == 400 + len(made)
+
+
+def test_directory_wins_over_a_core_of_the_same_name(mounts, tmp_path):
+    """A known namespace and a core share a name: the directory is shown, the core is under /.keys.
+    (Through the kernel, ``mkdir`` beside a visible core is EEXIST: the kernel sees the file
+    first.  A namespace made known otherwise, here namespaces.json, takes the name.)"""
+    md = mounts(name="both")
+    keys = populate(md.store, {((), "app"): [b"the core app\n"], (("app",), "log"): [b"inside\n"]},
+                    namespaces=[("app",)])
+    md.start()
+    assert md.path("app").is_dir() and os.listdir(md.path("app")) == ["log"]
+    key = keys[((), "app")].hex()
+    assert os.listdir(md.path(".keys")) == [key]
+    assert md.path(".keys", key).read_bytes() == b"the core app\n"
+    sh(f"rsync -a {md.mnt}/ {tmp_path / 'copy'}/")
+    got = tree_of(tmp_path / "copy")
+    assert got == {"app/log": b"inside\n", f".keys/{key}": b"the core app\n"}
