@@ -662,6 +662,26 @@ async def test_declared_frame_over_limit(no_fd_leak):
     await c.aclose()
 
 
+async def test_bounded_buffering(no_fd_leak):
+    """We read only when no complete frame is buffered: at most one read (+ a partial frame) is held."""
+    ss, c, peer = await _open_with_raw_peer(receive_size=65536)
+    n = 4000
+    frames = peer.send_many([i.to_bytes(4, "little") * 256 for i in range(n)])  # ~4 MiB
+
+    async def flood():
+        await c.send_all(bytes(frames))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood)
+        await trio.sleep(0.1)  # the kernel buffers fill; we hold nothing yet
+        assert ss._state.buffered == 0
+        for i in range(n):
+            assert await ss.receive() == i.to_bytes(4, "little") * 256
+            assert ss._state.buffered <= 65536
+    await ss.aclose()
+    await c.aclose()
+
+
 async def test_partial_frame_then_eof_is_a_clean_end(no_fd_leak):
     ss, c, peer = await _open_with_raw_peer()
     await c.send_all(peer.send(b"whole") + peer.send(b"partial")[:7])
