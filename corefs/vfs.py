@@ -105,6 +105,7 @@ class CoreEntry:
     handles: int = 0
     named: bool = False  # name and namespace given, and the key is the one this store derives for them
     contiguous: int | None = None  # last known contiguous length (None: never opened, assumed complete)
+    has_secret_key: bool = False  # the stored header holds the secret key (a core copied from another store)
 
 
 @dataclass
@@ -222,7 +223,8 @@ class Vfs:
         e = self.cores.get(rec.discovery_key)
         if e is None:
             e = CoreEntry(rec.key, rec.discovery_key, rec.name, rec.namespace, rec.length, rec.byte_length,
-                          _ino(rec.discovery_key), _ino(rec.discovery_key, b"link"))
+                          _ino(rec.discovery_key), _ino(rec.discovery_key, b"link"),
+                          has_secret_key=rec.has_secret_key)
             e.mtime_ns = self._disk_mtime(e)
             self.cores[e.discovery_key] = e
             self.by_ino[e.ino] = e
@@ -317,37 +319,8 @@ class Vfs:
             if core is not None and not core.closed:
                 e.writable = core.can_write
             else:
-                e.writable = self._header_has_secret_key(e)
+                e.writable = e.has_secret_key
         return e.writable
-
-    def _header_has_secret_key(self, e: CoreEntry) -> bool:
-        """Whether the core's stored header holds its secret key (a core copied from another store
-        does; a remote one does not).  Read once per core: the two header slots of the oplog."""
-        from spacecorestore.core import oplog as oplog_mod
-        from spacecorestore.core.messages import decode_header
-
-        directory = core_dir(e.discovery_key)
-        storage = self.store.storage
-        try:
-            f = storage.open(f"{directory}/oplog")
-            try:
-                state = oplog_mod.parse(f.read(0, oplog_mod.ENTRIES_START), f"{directory}/oplog")
-            finally:
-                f.close()
-            if state is None:
-                return False
-            header = state.header
-            if header.external is not None:
-                hf = storage.open(f"{directory}/header")
-                try:
-                    header = decode_header(hf.read(*header.external))
-                finally:
-                    hf.close()
-            kp = header.key_pair
-            return kp is not None and bool(kp.secret_key)
-        except Exception as err:  # damaged: shown read-only; reading it reports the damage
-            log.info("cannot read the header of %s: %s", self._display(e.ino), err)
-            return False
 
     def core_attr(self, e: CoreEntry) -> Attr:
         self._live(e)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import weakref
 from typing import Any, AsyncIterator
 
 import trio
@@ -86,7 +87,7 @@ class Corestore:
             raise BadArgumentError("namespace must be 32 bytes")
         self.namespace_key = bytes(namespace) if namespace is not None else crypto.ZERO_NAMESPACE
         self._sessions: set[Spacecore] = set()
-        self._views: set[Corestore] = set()
+        self._views: "weakref.WeakSet[Corestore]" = weakref.WeakSet()  # a view lives while used
         self._parent = _parent
         self.nursery = nursery if _parent is None else _parent.nursery
         self._nursery_cm = None

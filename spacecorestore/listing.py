@@ -28,6 +28,7 @@ class CoreRecord(NamedTuple):
     namespace: bytes | None
     length: int
     byte_length: int
+    has_secret_key: bool = False  # the stored header holds a key pair with its secret key
 
 
 def core_dir(discovery_key: bytes) -> str:
@@ -94,8 +95,10 @@ def read_record(storage, directory: str) -> CoreRecord | None:
     name = user.get("corestore/name")
     ns = user.get("corestore/namespace")
     dk = crypto.discovery_key(header.key)
+    kp = header.key_pair
     return CoreRecord(header.key, dk, name.decode("utf-8", "replace") if name is not None else None,
-                      ns if ns is not None and len(ns) == 32 else None, length, byte_length)
+                      ns if ns is not None and len(ns) == 32 else None, length, byte_length,
+                      kp is not None and bool(kp.secret_key))
 
 
 def scan(storage) -> Iterator[CoreRecord]:

@@ -161,8 +161,9 @@ async def test_fixture_store_list_cores(fixture_store):
         records = [r async for r in store.list_cores()]
     assert all(isinstance(r, CoreRecord) for r in records)
     want = {
+        # the listing reports the tree's byte length (padding included); named cores hold their key pair
         h(c["key"]): CoreRecord(h(c["key"]), h(c["discoveryKey"]), c["name"], h(c["namespace"]), c["length"],
-                                c["treeByteLength"])  # the listing reports the tree's byte length (padding included)
+                                c["treeByteLength"], c["name"] is not None)
         for c in CORES
     }
     assert len(records) == len(want)
