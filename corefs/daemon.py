@@ -19,6 +19,7 @@ import trio
 from spacecorestore import Corestore
 
 from . import control, fuse_ops
+from .invalidator import Invalidator
 from .vfs import Vfs
 
 log = logging.getLogger("corefs")
@@ -61,6 +62,9 @@ async def run_mount(store_dir: str, mountpoint: str, *, read_only: bool = False,
 
         async with trio.open_nursery() as nursery:
             await nursery.start(control.serve, sock, {"status": status, "umount": umount})
+            invalidator = Invalidator(fuse_ops.invalidate)
+            await nursery.start(invalidator.run)
+            vfs.on_growth = lambda ino, attr_only: invalidator.queue(ino, attr_only=attr_only)
             nursery.start_soon(_watch_signals)
             if on_ready is not None:
                 on_ready()

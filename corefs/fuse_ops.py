@@ -4,7 +4,7 @@ Every handler goes through ``_call``: corefs/spacecorestore typed errors become
 their errno (refusals logged at INFO, damage at WARNING), anything else is
 logged with its traceback and answered with EIO, so nothing but ``FUSEError``
 ever reaches pyfuse3 (04-corefs §8).  Also the thin wrappers the daemon uses:
-``mount``, ``serve``, ``terminate``, ``unmount``, ``invalidate_attr``.
+``mount``, ``serve``, ``terminate``, ``unmount``, ``invalidate``.
 """
 from __future__ import annotations
 
@@ -242,5 +242,6 @@ def unmount(clean: bool = True) -> None:
     pyfuse3.close(unmount=clean)
 
 
-def invalidate_attr(ino: int) -> None:
-    pyfuse3.invalidate_inode(ino, attr_only=True)
+def invalidate(ino: int, attr_only: bool = True) -> None:
+    """Blocks in the kernel: call only from the invalidator's worker thread."""
+    pyfuse3.invalidate_inode(ino, attr_only)

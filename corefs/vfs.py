@@ -150,7 +150,8 @@ class Vfs:
         self.dir_handles: dict[int, DirHandle] = {}
         self._views: dict[bytes, Corestore] = {}  # one store view per namespace cores are created in
         self._next_fh = 1
-        self.on_growth = None  # callback(ino) for growth the kernel cannot see (replication)
+        self.on_growth = None  # callback(ino, attr_only) for changes the kernel cannot see (replication)
+        self._own_write: CoreEntry | None = None
 
     # start-up -------------------------------------------------------------------
 
@@ -528,7 +529,22 @@ class Vfs:
         h = Handle(e, s, writable)
         self.handles[fh] = h
         h.fh = fh
+        self._watch(h)
         return h
+
+    def _watch(self, h: Handle) -> None:
+        e = h.entry
+        h.session.on("append", lambda: self._grown(e))
+        h.session.on("truncate", lambda length, fork: self._grown(e, truncated=True))
+
+    def _grown(self, e: CoreEntry, truncated: bool = False) -> None:
+        """A core changed: unless our own FUSE write did it (the kernel saw that one), tell the
+        invalidator, after the new length is published (it is: events follow the state change)."""
+        if self._own_write is e and not truncated:
+            return
+        self._live(e)
+        if self.on_growth is not None:
+            self.on_growth(e.ino, not truncated)
 
     async def open(self, ino: int, flags: int) -> int:
         e = self._entry(ino)
@@ -579,6 +595,7 @@ class Vfs:
         h = Handle(e, s, True)
         h.fh = fh
         self.handles[fh] = h
+        self._watch(h)
         log.info("created core %s", self._display(e.ino))
         return fh, self.core_attr(e)
 
@@ -633,7 +650,11 @@ class Vfs:
             return 0
         mv = memoryview(data)
         blocks = [bytes(mv[i : i + MAX_BLOCK]) for i in range(0, len(data), MAX_BLOCK)]
-        await h.session.append(blocks)
+        self._own_write = e
+        try:
+            await h.session.append(blocks)
+        finally:
+            self._own_write = None
         e.length, e.byte_length = core.tree.length, core.tree.byte_length
         e.mtime_ns = self._disk_mtime(e)  # what a remount will report, not our clock
         return len(data)

@@ -830,3 +830,23 @@ async def test_read_only_mount_refuses_changes(tmp_path):
         assert attr.ino == a.ino
     finally:
         await f.close()
+
+
+# growth the kernel cannot see -------------------------------------------------------------
+
+async def test_growth_from_outside_the_mount_is_queued_for_invalidation(fs):
+    """Appends through a FUSE handle are seen by the kernel; an append by another session of the
+    same core (as replication will make) and a truncation are queued for invalidation."""
+    v = fs.vfs
+    queued = []
+    v.on_growth = lambda ino, attr_only: queued.append((ino, attr_only, (v.by_ino[ino].byte_length)))
+    fh, attr = await v.create(ROOT_INO, b"log", CREAT)
+    await v.write(fh, 0, b"through the mount\n")
+    assert queued == []
+    other = fs.store.get(name="log")
+    await other.append(b"from elsewhere")
+    assert queued == [(attr.ino, True, 18 + 14)]  # the new length is published before the queue
+    await other.truncate(1)
+    assert queued[-1] == (attr.ino, False, 18)
+    await other.close()
+    await v.release(fh)
