@@ -200,6 +200,10 @@ class Protomux:
         self._nursery: trio.Nursery | None = None
         self._early_tasks: list[Awaitable[Any]] = []
         self._wakeup = trio.Event()  # the writer has frames to look at
+        # With ``async with``, reading starts only once __aenter__ has returned, so pair()
+        # handlers registered right after it (no checkpoint between) see the first frames.
+        self._hold_reader = False
+        self._go = trio.Event()
         self._progress = trio.lowlevel.ParkingLot()  # frames written / pending opens resolved
         self._inflight = 0  # bytes taken from the outbox, not yet written
         self._running = False
@@ -353,6 +357,8 @@ class Protomux:
                 nursery.start_soon(self._writer, writer_done)
                 task_status.started()
                 with trio.CancelScope() as self._reader_scope:
+                    if self._hold_reader:
+                        await self._go.wait()
                     if not self._ending and self.error is None:
                         try:
                             await self._reader()
@@ -391,7 +397,9 @@ class Protomux:
         cm = trio.open_nursery()
         nursery = await cm.__aenter__()
         self._cm = (cm, nursery)
+        self._hold_reader = True
         await nursery.start(self._run_quietly)
+        self._go.set()
         return self
 
     async def __aexit__(self, etype: Any, exc: Any, tb: Any) -> bool:
@@ -448,9 +456,15 @@ class Protomux:
                         self._wakeup = trio.Event()
                         continue
                     self._inflight += sum(len(f) for f in frames)
+                    send_many = getattr(self.stream, "send_many", None)
+                    if send_many is not None and len(frames) > 1:
+                        frames = _group(frames)  # one write per group (SecretStream: one system call)
                     for f in frames:
                         try:
-                            await self.stream.send(f)
+                            if isinstance(f, list):
+                                await send_many(f)
+                            else:
+                                await self.stream.send(f)
                         except TransportError as e:
                             self._fail(e, log_it=False)  # the stream logged it
                             return
@@ -460,7 +474,7 @@ class Protomux:
                             self._fail(err)
                             return
                         finally:
-                            self._inflight -= len(f)
+                            self._inflight -= sum(map(len, f)) if isinstance(f, list) else len(f)
                         self._progress.unpark_all()
         finally:
             self._inflight = 0
@@ -591,3 +605,28 @@ class Protomux:
 
 
 __all__ = ["Protomux", "Channel", "MessageType", "MessageStream", "MAX_BUFFERED"]
+
+
+_GROUP_BYTES = 1 << 20
+
+
+def _group(frames: list[bytes]) -> list[Any]:
+    """Small frames in lists of at most ~1 MiB (written with send_many); a big frame alone."""
+    out: list[Any] = []
+    run: list[bytes] = []
+    size = 0
+    for f in frames:
+        if len(f) >= _GROUP_BYTES:
+            if run:
+                out.append(run)
+                run, size = [], 0
+            out.append(f)
+            continue
+        if size + len(f) > _GROUP_BYTES and run:
+            out.append(run)
+            run, size = [], 0
+        run.append(f)
+        size += len(f)
+    if run:
+        out.append(run if len(run) > 1 else run[0])
+    return out
