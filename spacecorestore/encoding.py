@@ -11,6 +11,7 @@ import struct
 from .errors import BadArgumentError, DecodingError
 
 MAX_ARRAY = 0x100000
+MAX_SAFE = (1 << 53) - 1
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -90,7 +91,10 @@ class Reader:
             return _U16.unpack(self._take(2))[0]
         if a == 0xFE:
             return _U32.unpack(self._take(4))[0]
-        return _U64.unpack(self._take(8))[0]
+        n = _U64.unpack(self._take(8))[0]
+        if n > MAX_SAFE:  # the reference's numbers are JavaScript numbers (01-core conventions)
+            raise DecodingError(f"uint {n} is above 2^53-1")
+        return n
 
     def uint8(self) -> int:
         return self._take(1)[0]

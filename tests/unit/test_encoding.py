@@ -430,3 +430,12 @@ def test_random_bytes_only_raise_decoding_error(data, ops, view):
         except DecodingError:
             return
         assert before <= r.pos <= len(data)
+
+
+def test_uint_above_2_53_is_a_decoding_error():
+    from spacecorestore.encoding import Reader
+    from spacecorestore.errors import DecodingError
+
+    assert Reader(bytes.fromhex("ff" + "ffffffffffff1f00")).uint() == 2**53 - 1
+    with pytest.raises(DecodingError):
+        Reader(bytes.fromhex("ff" + "0000000000002000")).uint()
