@@ -93,7 +93,7 @@ class Reader:
             return _U32.unpack(self._take(4))[0]
         n = _U64.unpack(self._take(8))[0]
         if n > MAX_SAFE:  # the reference's numbers are JavaScript numbers (01-core conventions)
-            raise DecodingError(f"uint {n} is above 2^53-1")
+            raise DecodingError(f"uint must be between 0 and {MAX_SAFE}, use biguint (got {n})")
         return n
 
     def uint8(self) -> int:
