@@ -77,7 +77,7 @@ async def _call(op: str, coro):
         # a missing xattr or name is an answer, not a refusal: keep those out of the INFO log
         if isinstance(e, StoreIOError):
             level = logging.WARNING  # the disk failed us: not a refusal
-        elif e.errno in (errno.ENODATA, errno.ENOENT):
+        elif e.errno in (errno.ENODATA, errno.ENOENT) or (op == "getxattr" and e.errno == errno.EOPNOTSUPP):
             level = logging.DEBUG
         else:
             level = logging.INFO

@@ -25,6 +25,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import trio
 
@@ -436,23 +437,27 @@ class Vfs:
         self.dir_handles[fh] = DirHandle(ino)
         return fh
 
-    async def readdir(self, fh: int, start_id: int) -> list[tuple[bytes, Attr, int]]:
+    async def readdir(self, fh: int, start_id: int) -> Iterator[tuple[bytes, Attr, int]]:
         """Entries after ``start_id``; each entry's next id is its position + 1 in the list of
         names taken at the first call (``start_id`` 0), so creation or removal between two calls
         never repeats or skips an entry.  Attributes are current (a readdirplus reply updates the
-        kernel's inode: a stale size there would shrink a growing file)."""
+        kernel's inode: a stale size there would shrink a growing file).
+
+        An iterator: the caller stops at the first entry the kernel's buffer cannot take (~400
+        per READDIRPLUS), so listing N entries computes N attributes, not N per request."""
         dh = self.dir_handles.get(fh)
         if dh is None:
             raise BadHandle(f"no directory handle {fh}")
         if start_id == 0:
             dh.entries = self._dir_names(dh.ino)
-        out = []
-        for i in range(start_id, len(dh.entries)):
-            name, ino = dh.entries[i]
+        return self._dir_entries(dh.entries, start_id)
+
+    def _dir_entries(self, entries: list[tuple[str, int]], start_id: int) -> Iterator[tuple[bytes, Attr, int]]:
+        for i in range(start_id, len(entries)):
+            name, ino = entries[i]
             attr = self._attr_now(ino)
             if attr is not None:  # a namespace removed since the listing
-                out.append((name.encode(), attr, i + 1))
-        return out
+                yield name.encode(), attr, i + 1
 
     async def releasedir(self, fh: int) -> None:
         self.dir_handles.pop(fh, None)
@@ -741,6 +746,11 @@ class Vfs:
 
     async def getxattr(self, ino: int, name: bytes) -> bytes:
         n = name.decode(errors="replace")
+        if not n.startswith("user."):
+            # security.*, system.posix_acl_*, trusted.*: this filesystem has none at all.  EOPNOTSUPP
+            # (not ENODATA) makes ls -l, cp -a, rsync -X remember that per device instead of asking
+            # again for every file: two GETXATTR round trips per entry of ls -l otherwise
+            raise NotSupported("only user.* attributes")
         if n not in self._xattr_names(ino):  # no value is computed for names we do not have
             raise NoData(f"{self._display(ino)}: no attribute {name!r}")
         if n == self.NS_XATTR:
