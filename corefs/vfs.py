@@ -107,6 +107,7 @@ class CoreEntry:
     named: bool = False  # name and namespace given, and the key is the one this store derives for them
     contiguous: int | None = None  # last known contiguous length (None: never opened, assumed complete)
     has_secret_key: bool = False  # the stored header holds the secret key (a core copied from another store)
+    oplog_path: str | None = None  # whose mtime is the core's mtime
 
 
 @dataclass
@@ -244,8 +245,10 @@ class Vfs:
 
     def _disk_mtime(self, e: CoreEntry) -> int:
         """The oplog's mtime: every change of a core (append, truncate, user data) writes it."""
+        if e.oplog_path is None:
+            e.oplog_path = os.path.join(self.store_dir, core_dir(e.discovery_key), "oplog")
         try:
-            return os.stat(self.store_dir / core_dir(e.discovery_key) / "oplog").st_mtime_ns
+            return os.stat(e.oplog_path).st_mtime_ns
         except OSError:
             return time.time_ns()
 
