@@ -49,7 +49,22 @@ def errno_of(e: BaseException) -> int:
     return errno.EIO
 
 
+_ENTRY_CACHE: dict[Attr, pyfuse3.EntryAttributes] = {}
+
+
 def _entry(a: Attr) -> pyfuse3.EntryAttributes:
+    """EntryAttributes for ``a``; unchanged attributes reuse the object built last time
+    (listings of thousands of cores answer the same attributes again and again)."""
+    ea = _ENTRY_CACHE.get(a)
+    if ea is not None:
+        return ea
+    if len(_ENTRY_CACHE) > 200_000:
+        _ENTRY_CACHE.clear()
+    ea = _ENTRY_CACHE[a] = _build_entry(a)
+    return ea
+
+
+def _build_entry(a: Attr) -> pyfuse3.EntryAttributes:
     ea = pyfuse3.EntryAttributes()
     ea.st_ino = a.ino
     ea.generation = 0

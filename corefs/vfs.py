@@ -25,15 +25,14 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import trio
 
 from spacecorestore import Corestore, crypto
 from spacecorestore.core.session import Spacecore
 from spacecorestore.encoding import parse_key
-from spacecorestore.errors import BadArgumentError, RequestTimeoutError
-from spacecorestore.errors import StorageDamageError
+from spacecorestore.errors import BadArgumentError, RequestTimeoutError, StorageDamageError
 from spacecorestore.listing import CoreRecord, core_dir
 
 from .errors import (
@@ -70,9 +69,9 @@ def _ino(h: bytes, salt: bytes = b"") -> int:
     return n if n > 16 else n + 17
 
 
-@dataclass
-class Attr:
-    """What getattr/lookup answer (mapped to EntryAttributes by fuse_ops)."""
+class Attr(NamedTuple):
+    """What getattr/lookup answer (mapped to EntryAttributes by fuse_ops).  A tuple: cheap to
+    build for every entry of a listing, and usable as a cache key."""
 
     ino: int
     mode: int
