@@ -27,6 +27,7 @@ import pytest
 import trio
 
 from corefs import control
+from tests.vfs import storeutil
 
 PY = sys.executable
 FUSERMOUNT = shutil.which("fusermount3")
@@ -355,24 +356,7 @@ def checked():
 def populate(store: Path, cores: dict[tuple[tuple[str, ...], str], list[bytes]], namespaces=()) -> dict:
     """Create named cores with spacecorestore; ``namespaces`` become known (namespaces.json).
     Returns {(ns path, name): key}."""
-    from spacecorestore import Corestore
-
-    async def go():
-        keys = {}
-        async with Corestore(str(store)) as s:
-            for (ns_path, name), blocks in cores.items():
-                view = s
-                for part in ns_path:
-                    view = view.namespace(part)
-                c = view.get(name=name)
-                await c.ready()
-                if blocks:
-                    await c.append(blocks)
-                keys[(ns_path, name)] = c.key
-                await c.close()
-        return keys
-
-    keys = trio.run(go)
+    keys = trio.run(storeutil.populate, store, cores)
     if namespaces:
         (store / "corefs").mkdir(exist_ok=True)
         (store / "corefs" / "namespaces.json").write_text(json.dumps([list(p) for p in namespaces]))

@@ -1,10 +1,10 @@
-"""Store surgery for tests (no mount): make a core this store cannot write, with data."""
+"""Store set-up and surgery for tests (no mount): named cores, and a core this store cannot write."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from spacecorestore import crypto
+from spacecorestore import Corestore, crypto
 from spacecorestore.core import oplog as oplog_mod
 from spacecorestore.listing import core_dir
 from spacecorestore.storage import MemoryFile
@@ -33,3 +33,21 @@ def copy_core(src_store: Path, dst_store: Path, key: bytes, *, keep_secret_key: 
     shutil.copytree(Path(src_store) / d, Path(dst_store) / d)
     if not keep_secret_key:
         strip_secret_key(dst_store, key)
+
+
+async def populate(root: Path, cores: dict[tuple[tuple[str, ...], str], list[bytes]]) -> dict:
+    """Create named cores with spacecorestore (as a reference program would); returns
+    {(namespace path, name): key}."""
+    keys = {}
+    async with Corestore(str(root)) as store:
+        for (ns_path, name), blocks in cores.items():
+            view = store
+            for part in ns_path:
+                view = view.namespace(part)
+            s = view.get(name=name)
+            await s.ready()
+            if blocks:
+                await s.append(blocks)
+            keys[(ns_path, name)] = s.key
+            await s.close()
+    return keys

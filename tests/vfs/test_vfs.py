@@ -25,7 +25,7 @@ from spacecorestore.encoding import z32_encode
 from spacecorestore.errors import RequestTimeoutError, SpacecoreError, StorageCorruptError
 from spacecorestore.listing import core_dir
 
-from .storeutil import copy_core
+from .storeutil import copy_core, populate
 
 WR = os.O_WRONLY
 CREAT = os.O_WRONLY | os.O_CREAT
@@ -74,23 +74,6 @@ async def fs(tmp_path):
     await f.open()
     yield f
     await f.close()
-
-
-async def populate(root: Path, cores: dict[tuple[tuple[str, ...], str], list[bytes]]) -> dict:
-    """Create named cores with spacecorestore (as a reference program would); returns their keys."""
-    keys = {}
-    async with Corestore(str(root)) as store:
-        for (ns_path, name), blocks in cores.items():
-            view = store
-            for part in ns_path:
-                view = view.namespace(part)
-            s = view.get(name=name)
-            await s.ready()
-            if blocks:
-                await s.append(blocks)
-            keys[(ns_path, name)] = s.key
-            await s.close()
-    return keys
 
 
 async def walk(vfs: Vfs, path: str):
