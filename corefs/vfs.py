@@ -655,8 +655,11 @@ class Vfs:
             raise NotPermitted(f"{self._display(e.ino)}: write at {off}, the end is {core.tree.byte_length}")
         if not data:
             return 0
-        mv = memoryview(data)
-        blocks = [bytes(mv[i : i + MAX_BLOCK]) for i in range(0, len(data), MAX_BLOCK)]
+        if len(data) <= MAX_BLOCK:
+            blocks = [bytes(data)]  # no copy when pyfuse3 hands us bytes
+        else:
+            mv = memoryview(data)
+            blocks = [bytes(mv[i : i + MAX_BLOCK]) for i in range(0, len(data), MAX_BLOCK)]
         self._own_write = e
         try:
             await h.session.append(blocks)
