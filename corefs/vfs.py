@@ -107,6 +107,7 @@ class CoreEntry:
     contiguous: int | None = None  # last known contiguous length (None: never opened, assumed complete)
     has_secret_key: bool = False  # the stored header holds the secret key (a core copied from another store)
     oplog_path: str | None = None  # whose mtime is the core's mtime
+    attr: "Attr | None" = None  # cached while the core is not open (nothing can change it then)
 
 
 @dataclass
@@ -151,6 +152,8 @@ class Vfs:
         self.dir_handles: dict[int, DirHandle] = {}
         self._views: dict[bytes, Corestore] = {}  # one store view per namespace cores are created in
         self._next_fh = 1
+        self._tree_gen = 0  # bumped by every change of names in the tree (cores, namespaces)
+        self._names_cache: dict[int, tuple[int, list[tuple[str, int]]]] = {}
         self.on_growth = None  # callback(ino, attr_only) for changes the kernel cannot see (replication)
         self._own_write: CoreEntry | None = None
 
@@ -218,6 +221,7 @@ class Vfs:
                 self.ns_by_ino[ns.ino] = ns
                 self.subdirs[h] = {}
                 self.subdirs[parent.hash][path[k]] = h
+                self._tree_gen += 1
             parent = ns
         return parent
 
@@ -228,6 +232,7 @@ class Vfs:
                           _ino(rec.discovery_key), _ino(rec.discovery_key, b"link"),
                           has_secret_key=rec.has_secret_key)
             e.mtime_ns = self._disk_mtime(e)
+            self._tree_gen += 1
             self.cores[e.discovery_key] = e
             self.by_ino[e.ino] = e
             self.by_link[e.link_ino] = e
@@ -327,9 +332,18 @@ class Vfs:
         return e.writable
 
     def core_attr(self, e: CoreEntry) -> Attr:
-        self._live(e)
+        core = self.store._state.cores.get(e.discovery_key)
+        closed = core is None or core.closed
+        if closed:
+            if e.attr is not None:
+                return e.attr
+        else:
+            self._live(e)
         mode = stat.S_IFREG | (0o644 if self.is_writable(e) else 0o444)
-        return Attr(e.ino, mode, e.byte_length, 1, e.mtime_ns, (e.byte_length + 511) // 512, self.uid, self.gid)
+        a = Attr(e.ino, mode, e.byte_length, 1, e.mtime_ns, (e.byte_length + 511) // 512, self.uid, self.gid)
+        if closed:
+            e.attr = a
+        return a
 
     def link_attr(self, e: CoreEntry) -> Attr:
         target = self._link_target(e)
@@ -408,7 +422,15 @@ class Vfs:
         return self._link_target(e).encode()
 
     def _dir_names(self, ino: int) -> list[tuple[str, int]]:
-        """(name, inode) of a directory's entries, sorted by name."""
+        """(name, inode) of a directory's entries, sorted by name (cached until the tree changes)."""
+        cached = self._names_cache.get(ino)
+        if cached is not None and cached[0] == self._tree_gen:
+            return cached[1]
+        out = self._list_names(ino)
+        self._names_cache[ino] = (self._tree_gen, out)
+        return out
+
+    def _list_names(self, ino: int) -> list[tuple[str, int]]:
         if ino == KEYS_INO:
             out = [(e.key.hex(), e.ino) for e in self.cores.values() if self.path_of(e) is None]
         else:
@@ -504,6 +526,7 @@ class Vfs:
         sub = self.namespaces.pop(h)
         self.ns_by_ino.pop(sub.ino, None)
         del self.subdirs[h]
+        self._tree_gen += 1
         view = self._views.pop(h, None)
         if view is not None:
             await view.close()
@@ -687,6 +710,7 @@ class Vfs:
         e = h.entry
         self._live(e)
         await h.session.close()
+        e.attr = None  # it may have grown while open
 
     async def setattr(self, ino: int, *, size: int | None = None, mode=None, uid=None, gid=None,
                       times: bool = False) -> Attr:
