@@ -42,6 +42,7 @@ async def run_mount(store_dir: str, mountpoint: str, *, read_only: bool = False,
     try:
         await vfs.load()
         ops = fuse_ops.Operations(vfs, direct_io=direct_io)
+        ops.warm()
         try:
             fuse_ops.mount(ops, mountpoint, store_dir, read_only=read_only, allow_other=allow_other,
                            debug=debug_fuse)

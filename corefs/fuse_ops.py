@@ -122,6 +122,11 @@ class Operations(pyfuse3.Operations):
         self.vfs = vfs
         self.direct_io = direct_io
 
+    def warm(self) -> None:
+        """Prepare the attributes of every core before the first request (see ``Vfs.warm``)."""
+        for a in self.vfs.warm():
+            _entry(a)
+
     def _fi(self, fh: int) -> pyfuse3.FileInfo:
         return pyfuse3.FileInfo(fh=fh, direct_io=self.direct_io, keep_cache=not self.direct_io)
 

@@ -166,6 +166,13 @@ class Vfs:
         async for rec in self.store.list_cores():
             self._add_core(rec)
 
+    def warm(self) -> list[Attr]:
+        """Build every directory listing and core attribute now (at mount, not at the first
+        ``ls -l``); returns the attributes so the FUSE layer can prepare its replies too."""
+        for ino in list(self.ns_by_ino) + [KEYS_INO]:
+            self._dir_names(ino)
+        return [self.core_attr(e) for e in self.cores.values()]
+
     def _read_namespaces_file(self) -> list[list[str]]:
         p = self.store_dir / NAMESPACES_FILE
         try:
