@@ -121,13 +121,6 @@ class Bitfield:
             i -= 1
         return -1
 
-    def any_set_from(self, start: int) -> int:
-        """First set bit at or after ``start`` (for the rollback check), or -1."""
-        return self.first_set(start)
-
-    def count(self, start: int, end: int) -> int:
-        return sum(1 for i in range(start, end) if self.get(i))
-
     def flush_to(self, f) -> None:
         for p in sorted(self.dirty):
             page = bytes(self.buf[p * PAGE_BYTES : (p + 1) * PAGE_BYTES])

@@ -329,15 +329,6 @@ class Core:
     def has(self, i: int) -> bool:
         return 0 <= i < self.tree.length and self.bitfield.get(i)
 
-    def block_range(self, i: int) -> tuple[int, int]:
-        """(byte offset, stored size) of block ``i`` in the data file."""
-        node = self.tree.get_node(2 * i)
-        if node is None:
-            raise StorageCorruptError(f"tree node {2 * i} (block {i}) is missing", path=self._path("tree"), offset=80 * i)
-        last, end = self._seq
-        off = end if last == i - 1 else self.tree.byte_offset(2 * i)
-        return off, node[1]
-
     def read_block(self, i: int) -> bytes | None:
         """The stored bytes of block ``i`` if held locally, checked against its leaf hash once."""
         ra = self._ra

@@ -36,9 +36,6 @@ class MerkleTree:
 
     # lookups ----------------------------------------------------------------
 
-    def exists(self, i: int) -> bool:
-        return right_span(i) < 2 * self.length
-
     def get_node(self, i: int) -> Node | None:
         """Node ``i`` if it exists at the current length and is stored, else None."""
         if right_span(i) >= 2 * self.length:

@@ -116,7 +116,6 @@ class Spacecore:
         st = as_storage(storage)
         k = parse_key(key) if key is not None else None
         kp = _as_key_pair(opts.get("key_pair"))
-        from .messages import Manifest  # noqa: F401  (manifests are passed as Manifest objects)
 
         async def opener() -> Core:
             return Core.open(st, label=str(getattr(st, "root", "")), key=k, key_pair=kp, manifest=opts.get("manifest"),
@@ -286,9 +285,6 @@ class Spacecore:
 
     # writes ---------------------------------------------------------------------------
 
-    def _encode(self, value, enc) -> bytes:
-        return enc.encode(value)
-
     async def append(self, value) -> AppendResult:
         """Append one value, or a list/tuple of values as one atomic batch (one signature).
 
@@ -450,7 +446,7 @@ class Spacecore:
 
     async def read_stream(self, start: int = 0, end: int | None = None, *, live: bool = False) -> AsyncIterator:
         """Blocks ``start..end`` (default: to the length, or forever with ``live``)."""
-        core = await self._core()
+        await self._core()
         i = start
         while True:
             stop = end if end is not None else (None if live else self.length)
