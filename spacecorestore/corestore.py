@@ -319,13 +319,17 @@ class Corestore:
                          key_pair=kp if (kp is not None and kp.secret_key and compat and kp.public_key == key_) else None,
                          manifest=manifest, create_if_missing=opts.get("create_if_missing", True),
                          overwrite=opts.get("overwrite", False), writable=st.writable, compat=compat)
-        if (kp is not None and kp.secret_key and core.key_pair is None
-                and any(s.public_key == kp.public_key for s in (core.manifest.signers if core.manifest else []))):
-            core.key_pair = kp
-        self._recover_key_pair(core)
-        if name is not None and st.writable:
-            core.set_user_data("corestore/name", name.encode())
-            core.set_user_data("corestore/namespace", ns)
+        try:
+            if (kp is not None and kp.secret_key and core.key_pair is None
+                    and any(s.public_key == kp.public_key for s in (core.manifest.signers if core.manifest else []))):
+                core.key_pair = kp
+            self._recover_key_pair(core)
+            if name is not None and st.writable:
+                core.set_user_data("corestore/name", name.encode())
+                core.set_user_data("corestore/namespace", ns)
+        except BaseException:  # e.g. too many open files while writing the name: nothing stays open
+            core.close()
+            raise
         st.cores[dk] = core
         core.on_close.append(lambda c, dk=dk: st.cores.pop(dk, None) if st.cores.get(dk) is c else None)
         return core

@@ -24,11 +24,12 @@ import ctypes.util
 import errno
 import fcntl
 import os
+import resource
 import struct
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .errors import BadArgumentError, LockedError
+from .errors import BadArgumentError, InvalidOperationError, LockedError
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _FALLOC_FL_KEEP_SIZE = 1
@@ -68,6 +69,17 @@ class FileBackedFile:
     def _open(self, create: bool) -> bool:
         if self.fd >= 0:
             return True
+        try:
+            return self._open_fd(create)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            raise InvalidOperationError(
+                f"too many open files (limit {soft}, hard limit {hard}) opening {self.path}: close sessions "
+                f"or raise the limit (ulimit -n)") from None
+
+    def _open_fd(self, create: bool) -> bool:
         flags = os.O_RDONLY if self.read_only else os.O_RDWR
         if create:
             flags |= os.O_CREAT

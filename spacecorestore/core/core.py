@@ -601,7 +601,7 @@ class Core:
         self.bitfield.flush_to(self.bitfield_file)
         self.tree.flush_to()
         self.header.contiguous_length = self.contiguous
-        self.writer.write_header(self.header, self.header_file)
+        self.writer.write_header(self.header, lambda: self.header_file)
 
     def sync(self) -> None:
         """fdatasync every file: what returned before is on stable storage after this."""

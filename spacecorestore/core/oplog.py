@@ -154,6 +154,8 @@ class OplogWriter:
     def write_header(self, header: Header, header_file=None) -> None:
         payload = encode_header(header)
         if self.external is not None or 8 + len(payload) > MAX_HEADER_FRAME:
+            if callable(header_file):  # opened only when an external header is needed
+                header_file = header_file()
             if header_file is None:
                 raise OplogCorruptError("header too large and no header file")
             prev_start, prev_len = self.external or (0, 0)
