@@ -13,7 +13,7 @@ import struct
 
 from .. import crypto
 from ..errors import StorageCorruptError
-from ..flat_tree import full_roots, left_child, left_span, offset, parent, right_child, right_span, sibling, count_leaves
+from ..flat_tree import count_leaves, full_roots, left_child, left_span, offset, parent, right_child, right_span
 
 Node = tuple  # (index, size, hash)
 ZERO_HASH = bytes(32)
@@ -109,16 +109,16 @@ class MerkleTree:
             node = (2 * length, size, h)
             roots.append(node)
             nodes.append(node)
+            # Leaf ``length`` completes one parent per trailing 1-bit of ``length``; siblings
+            # a (right) and b (left) have their parent half-way between them.
+            for _ in range((length ^ (length + 1)).bit_length() - 1):
+                a = roots.pop()
+                b = roots[-1]
+                p = ((a[0] + b[0]) >> 1, a[1] + b[1], ph(b[1], b[2], a[1], a[2]))
+                nodes.append(p)
+                roots[-1] = p
             length += 1
             byte_length += size
-            while len(roots) > 1:
-                a = roots[-1]
-                b = roots[-2]
-                if sibling(a[0]) != b[0]:
-                    break
-                p = (parent(a[0]), a[1] + b[1], ph(b[1], b[2], a[1], a[2]))
-                nodes.append(p)
-                roots[-2:] = [p]
         return nodes, roots, length, byte_length
 
     def commit_append(self, nodes: list[Node], roots: list[Node], length: int, byte_length: int,
