@@ -50,8 +50,7 @@ ID = crypto.hash32(b"protomux interop channel id")
 
 @pytest.fixture(scope="module", autouse=True)
 def reference_installed():
-    if not PEER_JS.exists():
-        pytest.skip("tests/interop/transport_peer.js is missing")
+    assert PEER_JS.exists(), "tests/interop/transport_peer.js is part of the project"
     ensure_installed()
 
 

@@ -313,14 +313,12 @@ async def test_reference_client_against_garbage_server():
             assert (await peer.event("done"))["ok"] is False
 
 
-# -- protomux echo channel (needs spacecorestore.transport.protomux_driver) ----------------------------
+# -- protomux echo channel (spacecorestore.transport.protomux_driver) --------------------------------
 
 
 def _protomux():
-    try:
-        from spacecorestore.transport import protomux_codec, protomux_driver
-    except ImportError as e:  # pragma: no cover - protomux is a separate module
-        pytest.skip(f"protomux driver not importable: {e}")
+    from spacecorestore.transport import protomux_codec, protomux_driver
+
     return protomux_driver, protomux_codec
 
 
