@@ -20,10 +20,7 @@ processes are stopped by PID.
 """
 from __future__ import annotations
 
-import json
-import shutil
 import signal
-import subprocess
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,13 +32,13 @@ from spacecorestore.errors import TransportError
 from spacecorestore.transport.protomux_codec import RAW, STRING
 from spacecorestore.transport.protomux_driver import Channel, MessageType, Protomux
 from spacecorestore.transport.secret_stream import SecretStream, connect_secret_stream
-from tests.interop.refnode import INTEROP_DIR, ensure_installed, node_available
+from tests.interop.peerproc import PEER_JS, transport_peer as reference
+from tests.interop.refnode import ensure_installed, node_available
 
 pytestmark = pytest.mark.skipif(
     not node_available(), reason="Node.js (`node`, with npm or tests/interop/node_modules) is not available"
 )
 
-PEER_JS = INTEROP_DIR / "transport_peer.js"
 PY_KP = crypto.key_pair(bytes.fromhex("33" * 32))
 REF_SEED = bytes.fromhex("44" * 32)
 GEN_64K = bytes(i & 255 for i in range(65536))  # what the peer's --gen 65536 sends
@@ -52,59 +49,6 @@ ID = crypto.hash32(b"protomux interop channel id")
 def reference_installed():
     assert PEER_JS.exists(), "tests/interop/transport_peer.js is part of the project"
     ensure_installed()
-
-
-class Peer:
-    """A running transport_peer.js: its JSON lines by event name."""
-
-    def __init__(self, proc: trio.Process) -> None:
-        self.proc = proc
-        self.events: list[dict] = []
-        self.eof = False
-        self._changed = trio.Event()
-
-    async def pump(self) -> None:
-        buf = b""
-        assert self.proc.stdout is not None
-        while data := await self.proc.stdout.receive_some(1 << 16):
-            buf += data
-            *lines, buf = buf.split(b"\n")
-            self.events += [json.loads(x) for x in lines if x.strip()]
-            self._changed.set()
-            self._changed = trio.Event()
-        self.eof = True
-        self._changed.set()
-
-    def all(self, name: str) -> list[dict]:
-        return [e for e in self.events if e.get("event") == name]
-
-    async def event(self, name: str, timeout: float = 15) -> dict:
-        with trio.fail_after(timeout):
-            while not self.all(name):
-                if self.eof:
-                    raise AssertionError(f"reference exited without {name!r}: {self.events}")
-                await self._changed.wait()
-        return self.all(name)[0]
-
-    async def exit_status(self, timeout: float = 20) -> int:
-        with trio.fail_after(timeout):
-            return await self.proc.wait()
-
-
-@asynccontextmanager
-async def reference(*args: Any):
-    cmd = [shutil.which("node") or "node", str(PEER_JS), *map(str, args)]
-    async with trio.open_nursery() as nursery:
-        proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, cwd=INTEROP_DIR)
-        peer = Peer(proc)
-        nursery.start_soon(peer.pump)
-        try:
-            yield peer
-        finally:
-            if proc.returncode is None:
-                proc.kill()  # by PID
-            with trio.CancelScope(shield=True):
-                await proc.wait()
 
 
 class Recorder:

@@ -21,11 +21,7 @@ Node processes are stopped by PID (``Process.kill``) when a test ends.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -34,7 +30,8 @@ from spacecorestore import crypto
 from spacecorestore.errors import HandshakeError, HandshakeTimeoutError, TransportError
 from spacecorestore.transport import framing
 from spacecorestore.transport.secret_stream import SecretStream, connect_secret_stream
-from tests.interop.refnode import INTEROP_DIR, ensure_installed, node_available
+from tests.interop.peerproc import transport_peer as node_peer
+from tests.interop.refnode import ensure_installed, node_available
 
 pytestmark = pytest.mark.skipif(
     not node_available(),
@@ -42,7 +39,6 @@ pytestmark = pytest.mark.skipif(
            "the reference secret-stream interop tests need it",
 )
 
-PEER_JS = INTEROP_DIR / "transport_peer.js"
 PY_SEED = bytes.fromhex("11" * 32)
 REF_SEED = bytes.fromhex("22" * 32)
 PY_KP = crypto.key_pair(PY_SEED)
@@ -54,70 +50,6 @@ GEN_1M = bytes(i & 255 for i in range(1 << 20))
 @pytest.fixture(scope="module", autouse=True)
 def reference_installed():
     ensure_installed()
-
-
-class NodePeer:
-    """A running transport_peer.js; JSON lines from its stdout, events by name."""
-
-    def __init__(self, proc: trio.Process) -> None:
-        self.proc = proc
-        self.events: list[dict] = []
-        self._buf = b""
-        self._new = trio.Event()
-        self.eof = False
-
-    async def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        while True:
-            data = await self.proc.stdout.receive_some(1 << 16)
-            if not data:
-                self.eof = True
-                self._wake()
-                return
-            self._buf += data
-            *lines, self._buf = self._buf.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    self.events.append(json.loads(line))
-            self._wake()
-
-    def _wake(self) -> None:
-        self._new.set()
-        self._new = trio.Event()
-
-    async def event(self, name: str, timeout: float = 15) -> dict:
-        with trio.fail_after(timeout):
-            while True:
-                for e in self.events:
-                    if e.get("event") == name:
-                        return e
-                if self.eof:
-                    raise AssertionError(f"peer exited without a {name!r} event: {self.events}")
-                await self._new.wait()
-
-    def all(self, name: str) -> list[dict]:
-        return [e for e in self.events if e.get("event") == name]
-
-    async def wait(self, timeout: float = 15) -> int:
-        with trio.fail_after(timeout):
-            return await self.proc.wait()
-
-
-@asynccontextmanager
-async def node_peer(*args):
-    node = shutil.which("node")
-    cmd = [node, str(PEER_JS), *map(str, args)]
-    async with trio.open_nursery() as nursery:
-        proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, cwd=INTEROP_DIR)
-        peer = NodePeer(proc)
-        nursery.start_soon(peer._pump)
-        try:
-            yield peer
-        finally:
-            if proc.returncode is None:
-                proc.kill()  # by PID
-            with trio.CancelScope(shield=True):
-                await proc.wait()
 
 
 async def listen_once() -> tuple[trio.SocketListener, int]:
