@@ -227,7 +227,6 @@ class Core:
         self.key_pair = kp
 
     def _replay(self, e: Entry) -> None:
-        h = self.header
         if e.user_data is not None:
             self._apply_user_data(*e.user_data)
         if e.tree_nodes:

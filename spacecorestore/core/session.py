@@ -25,9 +25,8 @@ from ..errors import (
     SessionClosedError,
     SessionNotWritableError,
     SnapshotNotAvailableError,
-    SpacecoreError,
 )
-from ..storage import SubStorage, as_storage
+from ..storage import as_storage
 from .core import Core
 from .value_encoding import get_encoding
 

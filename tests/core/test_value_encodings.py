@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from spacecorestore import KeyPair, Spacecore
+from spacecorestore import Spacecore
 from spacecorestore import crypto
 from spacecorestore.core import oplog
 from spacecorestore.core.value_encoding import get_encoding

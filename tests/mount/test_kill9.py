@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .conftest import corefs, mount_entry, read_core, wait_for
+from .conftest import corefs, mount_entry, read_core
 
 WRITER = r"""
 import os, sys

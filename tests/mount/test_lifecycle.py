@@ -8,14 +8,13 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
 
 from corefs import control
 
-from .conftest import FUSERMOUNT, PY, corefs, mount_entry, pid_alive, populate, read_core, sh, wait_for
+from .conftest import FUSERMOUNT, PY, corefs, mount_entry, pid_alive, populate, read_core, wait_for
 
 
 def _write_some(m) -> bytes:

@@ -7,7 +7,6 @@ its typed error, closing the connection and leaking no socket or task.
 from __future__ import annotations
 
 import os
-from contextlib import asynccontextmanager
 
 import pytest
 import trio

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import stat
 from contextlib import contextmanager
 from pathlib import Path
