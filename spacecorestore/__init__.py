@@ -1,9 +1,69 @@
 """spacecorestore: Hypercore 10 / Corestore 6 compatible signed append-only logs, on trio."""
 from .core.session import AppendResult, Info, Spacecore
 from .corestore import Corestore
-from .listing import CoreRecord
 from .crypto import KeyPair
-from .errors import *  # noqa: F401,F403
-from .errors import SpacecoreError
+from .errors import (
+    SpacecoreError,
+    SessionNotWritableError,
+    SessionClosedError,
+    StorageConflictError,
+    StorageEmptyError,
+    BadArgumentError,
+    BlockNotAvailableError,
+    RequestTimeoutError,
+    RequestCancelledError,
+    InvalidSignatureError,
+    InvalidProofError,
+    InvalidChecksumError,
+    DecodingError,
+    InvalidOperationError,
+    SnapshotNotAvailableError,
+    StorageDamageError,
+    OplogCorruptError,
+    StorageCorruptError,
+    LockedError,
+    NotAStoreError,
+    TransportError,
+    HandshakeError,
+    BadHeaderError,
+    BadMessageError,
+    StreamTimeoutError,
+    ProtocolError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    HandshakeTimeoutError,
+)
+from .listing import CoreRecord
 
-__all__ = ["Corestore", "CoreRecord", "Spacecore", "AppendResult", "Info", "KeyPair", "SpacecoreError"]
+__all__ = [
+    "Corestore", "CoreRecord", "Spacecore", "AppendResult", "Info", "KeyPair",
+    "SpacecoreError",
+    "SessionNotWritableError",
+    "SessionClosedError",
+    "StorageConflictError",
+    "StorageEmptyError",
+    "BadArgumentError",
+    "BlockNotAvailableError",
+    "RequestTimeoutError",
+    "RequestCancelledError",
+    "InvalidSignatureError",
+    "InvalidProofError",
+    "InvalidChecksumError",
+    "DecodingError",
+    "InvalidOperationError",
+    "SnapshotNotAvailableError",
+    "StorageDamageError",
+    "OplogCorruptError",
+    "StorageCorruptError",
+    "LockedError",
+    "NotAStoreError",
+    "TransportError",
+    "HandshakeError",
+    "BadHeaderError",
+    "BadMessageError",
+    "StreamTimeoutError",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "HandshakeTimeoutError",
+]
