@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -37,13 +35,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def store(tmp_path) -> Path:
-    """A writable copy of the fixture store (the original is never opened)."""
-    dst = tmp_path / "store"
-    shutil.copytree(STORE, dst)
-    for p in dst.rglob("*"):
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    return dst
+def store(fixture_store) -> Path:
+    return fixture_store
 
 
 def open_core(store: Path, c: dict, **opts) -> Spacecore:

@@ -387,15 +387,14 @@ async def test_fixture_store_continued_by_python_verified_by_reference(tmp_path)
     manifest = json.loads((FIXTURE.parent / "js-corestore6-store.manifest.json").read_text())
     root = tmp_path / "store"
     shutil.copytree(FIXTURE, root)
-    named = [c for c in manifest["cores"] if c["name"] not in (None, "None")]
+    named = [c for c in manifest["cores"] if c["name"] is not None]
     assert len(named) >= 10
     added = {}
     async with Corestore(root) as store:
         for n, c in enumerate(named):
             path = c["namespacePath"]
-            path = json.loads(path.replace("'", '"')) if isinstance(path, str) else path
             opts = {}
-            if c.get("encryptionKey") not in (None, "None"):
+            if c["encryptionKey"] is not None:
                 opts["encryption_key"] = bytes.fromhex(c["encryptionKey"])
             async with view(store, path).get(name=c["name"], **opts) as s:
                 assert s.key.hex() == c["key"] and s.writable

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,6 @@ from spacecorestore.errors import (
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-STORE = FIXTURES / "js-corestore6-store"
 MANIFEST = json.loads((FIXTURES / "js-corestore6-store.manifest.json").read_text())
 CORES = MANIFEST["cores"]
 PRIMARY = bytes.fromhex(MANIFEST["primaryKey"])
@@ -88,16 +86,6 @@ def fds_under(directory: Path) -> int:
         if target.startswith(prefix):
             n += 1
     return n
-
-
-@pytest.fixture
-def fixture_store(tmp_path) -> Path:
-    """A writable copy of the reference's store (the original is never opened)."""
-    dst = tmp_path / "js-store"
-    shutil.copytree(STORE, dst)
-    for p in dst.rglob("*"):
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    return dst
 
 
 # ------------------------------------------------------------- 1. the fixture store
