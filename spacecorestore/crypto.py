@@ -57,7 +57,12 @@ def key_pair(seed: bytes | None = None) -> KeyPair:
 
 
 def sign(message: bytes, secret_key: bytes) -> bytes:
-    return _nb.crypto_sign(message, secret_key)[:64]
+    """Ed25519 detached signature (libsodium's own, called without PyNaCl's combined-message copy)."""
+    if len(secret_key) != 64:
+        raise ValueError("secret key must be 64 bytes")
+    sig = ctypes.create_string_buffer(64)
+    _sign_detached(sig, None, message, len(message), secret_key)
+    return sig.raw
 
 
 def verify(message: bytes, signature: bytes | None, public_key: bytes) -> bool:
@@ -125,6 +130,8 @@ def derive_key_pair(primary_key: bytes, ns: bytes, name: str) -> KeyPair:
 # XSalsa20 and block encryption -----------------------------------------------
 
 _lib = ctypes.CDLL(_sodium.__file__)
+_sign_detached = _lib.crypto_sign_detached
+_sign_detached.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p]
 _lib.crypto_stream_xsalsa20_xor.argtypes = [
     ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p, ctypes.c_char_p,
 ]

@@ -13,6 +13,7 @@ encrypt, wait and emit events.  Nothing here awaits except ``wait_change``.
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Callable
 
 import trio
@@ -63,6 +64,9 @@ def _io_pool():
     return _pool
 
 
+_U64 = struct.Struct("<Q")
+
+
 class Core:
     def __init__(self, storage, label: str) -> None:
         self.storage = storage
@@ -93,8 +97,14 @@ class Core:
         self._verified = bytearray()
         self._seq = (-1, 0)  # (block index, byte offset) of the last block read: sequential reads skip the tree walk
         self._ra = None  # read-ahead: (first, end, byte offset, bytes, [(offset, size)])
-        self._change = trio.Event()
+        self._change: trio.Event | None = None  # made by the first waiter
         self._manifest_flushed = True
+        # An owner that calls settle() soon after each mutation (corefs, once its reply is
+        # sent) may let the reference's periodic flush wait until then: the files go through
+        # the same states in the same order, the flush is just off the caller's path.
+        self.defer_flush = False
+        self._flush_due = False
+        self._sign_ctx: tuple | None = None  # (manifest, signable prefix, multisig prefix or None)
 
     def _path(self, name: str) -> str:
         return f"{self.label}/{name}" if self.label else name
@@ -282,17 +292,25 @@ class Core:
         return m
 
     def sign(self, tree_hash: bytes, length: int, fork: int) -> bytes:
-        kp = self.key_pair
-        if self.compat:
-            return crypto.sign(crypto.compat_signable(tree_hash, length, fork), kp.secret_key)
         m = self.header.manifest
+        ctx = self._sign_ctx
+        if ctx is None or ctx[0] is not m:
+            ctx = self._sign_ctx = (m, *self._signing_prefixes(m))
+        sig = crypto.sign(ctx[1] + tree_hash + _U64.pack(length) + _U64.pack(fork), self.key_pair.secret_key)
+        return sig if ctx[2] is None else ctx[2] + sig + b"\x00\x00"
+
+    def _signing_prefixes(self, m: Manifest | None) -> tuple[bytes, bytes | None]:
+        """What precedes the tree hash in the signed message, and for a v1 manifest what precedes
+        the signature in its one-signer multisig (its encoding ends with two zero uints)."""
+        if self.compat:
+            return crypto.TREE, None
+        kp = self.key_pair
         idx = next((i for i, s in enumerate(m.signers) if s.public_key == kp.public_key), None)
         if idx is None:
             raise SessionNotWritableError("the key pair is not a signer of this core's manifest")
         if m.version == 0:
-            return crypto.sign(crypto.manifest_signable(m.signers[idx].namespace, tree_hash, length, fork), kp.secret_key)
-        sig = crypto.sign(crypto.manifest_signable(self.key, tree_hash, length, fork), kp.secret_key)
-        return encode_multisig_v1([(idx, sig)])
+            return crypto.TREE + m.signers[idx].namespace, None
+        return crypto.TREE + self.key, encode_multisig_v1([(idx, bytes(64))])[:-66]
 
     def verify_signature(self, tree_hash: bytes, length: int, fork: int, signature: bytes | None) -> bool:
         if not signature:
@@ -429,6 +447,7 @@ class Core:
     def append(self, blocks: list[bytes]) -> tuple[int, int]:
         """Append stored (already encoded/encrypted) blocks; durable in the page cache on return."""
         self._require_writable()
+        self.settle()
         tree = self.tree
         if not blocks:
             return tree.length, tree.byte_length
@@ -495,6 +514,7 @@ class Core:
             self._require_writable()
         if new_length > tree.length or new_length < 0:
             raise BadArgumentError(f"cannot truncate to {new_length}: the core has {tree.length} blocks")
+        self.settle()
         old_length = tree.length
         roots = tree.truncation_roots(new_length)
         th = crypto.tree_hash(roots)
@@ -529,6 +549,7 @@ class Core:
         tree = self.tree
         if start >= end or start >= tree.length:
             return
+        self.settle()
         # the entry records the range as given, also past the length (the reference does not clamp)
         self.writer.append(Entry(bitfield=BitfieldUpdate(True, start, end - start)))
         self._ra = None
@@ -578,6 +599,7 @@ class Core:
             if value and present and self.header.get_user_data(key) == value:
                 return
         stored = value or None
+        self.settle()
         self.writer.append(Entry(user_data=(key, stored)))
         self._apply_user_data(key, stored)
         self._mutated(force=flush)
@@ -586,13 +608,28 @@ class Core:
         # the reference: `if (this._shouldFlush() || flush)`: a forced flush uses up the counter too
         self.auto_flush -= 1
         if self.auto_flush <= 0 or self.writer.entries_size >= FLUSH_ENTRIES_BYTES:
-            self.flush()
+            self._flush_soon()
             self.auto_flush = 4
         elif not self._manifest_flushed and self.header.manifest is not None:
             # the reference's `_manifestFlushed`: consumed only when the counter did not flush
             self._manifest_flushed = True
-            self.flush()
+            self._flush_soon()
         elif force:
+            self.flush()
+
+    def _flush_soon(self) -> None:
+        if self.defer_flush:
+            self._flush_due = True
+        else:
+            self.flush()
+
+    @property
+    def flush_due(self) -> bool:
+        return self._flush_due
+
+    def settle(self) -> None:
+        """Run a flush that ``defer_flush`` held back (before anything else touches the files)."""
+        if self._flush_due:
             self.flush()
 
     def flush(self) -> None:
@@ -601,9 +638,11 @@ class Core:
         self.tree.flush_to()
         self.header.contiguous_length = self.contiguous
         self.writer.write_header(self.header, lambda: self.header_file)
+        self._flush_due = False  # a flush that failed stays due: the next change retries it
 
     def sync(self) -> None:
         """fdatasync every file: what returned before is on stable storage after this."""
+        self.settle()
         for f in (self.data_file, self.tree_file, self.bitfield_file, self.oplog_file):
             f.sync()
 
@@ -611,10 +650,13 @@ class Core:
 
     def _notify(self) -> None:
         ev = self._change
-        self._change = trio.Event()
-        ev.set()
+        if ev is not None:
+            self._change = None
+            ev.set()
 
     async def wait_change(self) -> None:
+        if self._change is None:
+            self._change = trio.Event()
         await self._change.wait()
 
     # closing ------------------------------------------------------------------------
@@ -628,8 +670,11 @@ class Core:
         """Close the files (nothing is flushed, as the reference) and wake waiters."""
         if self.closed:
             return
-        self.closed = True
-        self._close_files()
+        try:
+            self.settle()
+        finally:
+            self.closed = True
+            self._close_files()
         self._notify()
         for cb in self.on_close:
             try:
