@@ -65,6 +65,7 @@ async def run_mount(store_dir: str, mountpoint: str, *, read_only: bool = False,
             await nursery.start(control.serve, sock, {"status": status, "umount": umount})
             invalidator = Invalidator(fuse_ops.invalidate)
             await nursery.start(invalidator.run)
+            await nursery.start(vfs.run_settler)
             vfs.on_growth = lambda ino, attr_only: invalidator.queue(ino, attr_only=attr_only)
             nursery.start_soon(_watch_signals)
             if on_ready is not None:

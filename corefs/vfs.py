@@ -108,6 +108,8 @@ class CoreEntry:
     has_secret_key: bool = False  # the stored header holds the secret key (a core copied from another store)
     oplog_path: str | None = None  # whose mtime is the core's mtime
     attr: "Attr | None" = None  # cached while the core is not open (nothing can change it then)
+    mtime_stale: bool = False  # the oplog may have been written since mtime_ns was read: read it when asked
+    mtime_must_move: bool = False  # appended since mtime_ns was reported: the next one must differ
 
 
 @dataclass
@@ -156,6 +158,9 @@ class Vfs:
         self._names_cache: dict[int, tuple[int, list[tuple[str, int]]]] = {}
         self.on_growth = None  # callback(ino, attr_only) for changes the kernel cannot see (replication)
         self._own_write: CoreEntry | None = None
+        self._defer_flush = False  # True while run_settler() runs
+        self._settle: dict[int, tuple[CoreEntry, object]] = {}  # id(core) -> (entry, core) with a flush due
+        self._settle_wake = trio.Event()
 
     # start-up -------------------------------------------------------------------
 
@@ -254,6 +259,22 @@ class Vfs:
                     self.by_name[(e.namespace, e.name)] = e
         return e
 
+    def _next_mtime(self, e: CoreEntry) -> int:
+        """The mtime after appends: the oplog's, made later than the one reported before when
+        the disk's clock granularity gave the same value. Readers' cached pages depend on it
+        (writers bypass the page cache; the kernel drops a file's pages when its mtime changes)
+        and a remount reports the same value."""
+        must_move, e.mtime_stale, e.mtime_must_move = e.mtime_must_move, False, False
+        m = self._disk_mtime(e)
+        floor = e.mtime_ns + 1 if must_move else e.mtime_ns  # never back (a coarse clock after a bump)
+        if m < floor:
+            m = floor
+            try:
+                os.utime(e.oplog_path, ns=(m, m))
+            except OSError:
+                pass
+        return m
+
     def _disk_mtime(self, e: CoreEntry) -> int:
         """The oplog's mtime: every change of a core (append, truncate, user data) writes it."""
         if e.oplog_path is None:
@@ -346,6 +367,8 @@ class Vfs:
                 return e.attr
         else:
             self._live(e)
+        if e.mtime_stale:
+            e.mtime_ns = self._next_mtime(e)
         mode = stat.S_IFREG | (0o644 if self.is_writable(e) else 0o444)
         a = Attr(e.ino, mode, e.byte_length, 1, e.mtime_ns, (e.byte_length + 511) // 512, self.uid, self.gid)
         if closed:
@@ -354,6 +377,8 @@ class Vfs:
 
     def link_attr(self, e: CoreEntry) -> Attr:
         target = self._link_target(e)
+        if e.mtime_stale:
+            e.mtime_ns = self._next_mtime(e)
         return Attr(e.link_ino, stat.S_IFLNK | 0o777, len(target), 1, e.mtime_ns, 0, self.uid, self.gid)
 
     def dir_attr(self, ino: int) -> Attr:
@@ -571,6 +596,8 @@ class Vfs:
 
     def _watch(self, h: Handle) -> None:
         e = h.entry
+        if self._defer_flush:
+            h.session.core.defer_flush = True
         h.session.on("append", lambda: self._grown(e))
         h.session.on("truncate", lambda length, fork: self._grown(e, truncated=True))
 
@@ -636,6 +663,10 @@ class Vfs:
         log.info("created core %s", self._display(e.ino))
         return fh, self.core_attr(e)
 
+    def handle_writable(self, fh: int) -> bool:
+        h = self.handles.get(fh)
+        return h is not None and h.writable
+
     def _handle(self, fh: int) -> Handle:
         h = self.handles.get(fh)
         if h is None:
@@ -696,18 +727,47 @@ class Vfs:
         finally:
             self._own_write = None
         e.length, e.byte_length = core.tree.length, core.tree.byte_length
-        e.mtime_ns = self._disk_mtime(e)  # what a remount will report, not our clock
+        e.mtime_stale = e.mtime_must_move = True
+        if core.flush_due:
+            self._settle[id(core)] = (e, core)
+            self._settle_wake.set()
         return len(data)
+
+    async def run_settler(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Let appends leave the engine's periodic flush (tree nodes, bitfield, oplog header) to
+        this task, which runs it once the WRITE's reply is on its way: the kernel and the writer
+        go on meanwhile.  The next change of that core, a sync or its close runs it first anyway."""
+        self._defer_flush = True
+        for core in self.store._state.cores.values():
+            core.defer_flush = True
+        task_status.started()
+        try:
+            while True:
+                await self._settle_wake.wait()
+                self._settle_wake = trio.Event()
+                pending, self._settle = self._settle, {}
+                for e, core in pending.values():
+                    if core.closed:
+                        continue
+                    try:
+                        core.settle()
+                    except Exception as err:  # stays due: the next append or sync retries and reports it
+                        log.warning("%s: flush failed: %s", self._display(e.ino), err)
+                    e.mtime_stale = True
+        finally:
+            self._defer_flush = False
 
     async def fsync(self, fh: int) -> None:
         h = self._handle(fh)
         await h.session.sync()
+        h.entry.mtime_stale = True
 
     async def flush(self, fh: int) -> None:
         """close(2): what was written is on disk when it returns (04-corefs §3, durability)."""
         h = self._handle(fh)
         if h.writable and h.session.core is not None:
             await h.session.sync()
+            h.entry.mtime_stale = True
 
     async def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
@@ -718,6 +778,7 @@ class Vfs:
         self._live(e)
         await h.session.close()
         e.attr = None  # it may have grown while open
+        e.mtime_stale = True  # the last close may have flushed
 
     async def setattr(self, ino: int, *, size: int | None = None, mode=None, uid=None, gid=None,
                       times: bool = False) -> Attr:
