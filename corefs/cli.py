@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="how long a read waits for a block not held locally before EIO (default 30)")
     s.add_argument("--direct-io", action="store_true", help="bypass the kernel page cache")
+    s.add_argument("--no-spin", action="store_true",
+                   help="never busy-wait for the next write (by default, after a write that followed "
+                        "the one before within 150 µs, the daemon polls for the next one for at most "
+                        "twice that gap; off with fewer than two CPUs)")
     s.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     s.add_argument("--log-file", metavar="PATH", help="log file (default when detached: STORE/corefs.log)")
     s.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
@@ -219,7 +223,7 @@ def _mount_background(a) -> int:
     args = [sys.executable, "-m", "corefs.cli", "mount", "-f", os.path.abspath(a.store),
             os.path.abspath(a.mountpoint), "--read-timeout", str(a.read_timeout), "--ready-fd", str(w),
             "--log-file", os.path.abspath(log_file)]
-    for flag in ("read_only", "direct_io", "allow_other", "verbose", "debug_fuse"):
+    for flag in ("read_only", "direct_io", "no_spin", "allow_other", "verbose", "debug_fuse"):
         if getattr(a, flag):
             args.append("--" + flag.replace("_", "-"))
     with open(os.devnull, "rb") as devnull:
@@ -287,7 +291,8 @@ def _mount_foreground(a) -> int:
 
     try:
         trio.run(lambda: run_mount(a.store, a.mountpoint, read_only=a.read_only, read_timeout=a.read_timeout,
-                                   direct_io=a.direct_io, allow_other=a.allow_other, debug_fuse=a.debug_fuse,
+                                   direct_io=a.direct_io, spin=not a.no_spin, allow_other=a.allow_other,
+                                   debug_fuse=a.debug_fuse,
                                    on_ready=lambda: report("ok")))
     except (MountError, SpacecoreError) as e:
         msg = str(e)

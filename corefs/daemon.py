@@ -20,6 +20,7 @@ from spacecorestore import Corestore
 
 from . import control, fuse_ops
 from .invalidator import Invalidator
+from .spinner import WriteSpinner
 from .vfs import Vfs
 
 log = logging.getLogger("corefs")
@@ -30,7 +31,7 @@ class MountError(Exception):
 
 
 async def run_mount(store_dir: str, mountpoint: str, *, read_only: bool = False, read_timeout: float = 30.0,
-                    direct_io: bool = False, allow_other: bool = False, debug_fuse: bool = False,
+                    direct_io: bool = False, spin: bool = True, allow_other: bool = False, debug_fuse: bool = False,
                     on_ready=None) -> None:
     faulthandler.register(signal.SIGUSR1)
     sock = control.socket_path(mountpoint)  # realpath() stats the mountpoint: never after mounting it
@@ -41,7 +42,7 @@ async def run_mount(store_dir: str, mountpoint: str, *, read_only: bool = False,
     clean = False  # a crash leaves a dead mount (ENOTCONN), never an empty directory (04-corefs §8)
     try:
         await vfs.load()
-        ops = fuse_ops.Operations(vfs, direct_io=direct_io)
+        ops = fuse_ops.Operations(vfs, direct_io=direct_io, spinner=WriteSpinner(None if spin else False))
         ops.warm()
         try:
             fuse_ops.mount(ops, mountpoint, store_dir, read_only=read_only, allow_other=allow_other,
@@ -66,6 +67,7 @@ async def run_mount(store_dir: str, mountpoint: str, *, read_only: bool = False,
             invalidator = Invalidator(fuse_ops.invalidate)
             await nursery.start(invalidator.run)
             await nursery.start(vfs.run_settler)
+            await nursery.start(ops.spinner.run)
             vfs.on_growth = lambda ino, attr_only: invalidator.queue(ino, attr_only=attr_only)
             nursery.start_soon(_watch_signals)
             if on_ready is not None:

@@ -18,6 +18,7 @@ import trio
 from spacecorestore.errors import SpacecoreError
 
 from .errors import FsError, StoreIOError
+from .spinner import WriteSpinner
 from .vfs import ATTR_TIMEOUT, ENTRY_TIMEOUT, Attr, Vfs
 
 log = logging.getLogger("corefs")
@@ -117,10 +118,11 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, vfs: Vfs, *, direct_io: bool = False) -> None:
+    def __init__(self, vfs: Vfs, *, direct_io: bool = False, spinner: WriteSpinner | None = None) -> None:
         super().__init__()
         self.vfs = vfs
         self.direct_io = direct_io
+        self.spinner = spinner if spinner is not None else WriteSpinner(False)
 
     def warm(self) -> None:
         """Prepare the attributes of every core before the first request (see ``Vfs.warm``)."""
@@ -186,7 +188,11 @@ class Operations(pyfuse3.Operations):
         return await _call("read", self.vfs.read(fh, off, size))
 
     async def write(self, fh, off, buf):
-        return await _call("write", self.vfs.write(fh, off, buf))
+        self.spinner.write_started()
+        try:
+            return await _call("write", self.vfs.write(fh, off, buf))
+        finally:
+            self.spinner.write_done()
 
     async def flush(self, fh):
         await _call("flush", self.vfs.flush(fh))

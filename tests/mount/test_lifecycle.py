@@ -275,3 +275,15 @@ def test_a_crash_leaves_a_dead_mount_not_an_empty_directory(mounts):
     assert r.returncode == 0 and "dead mount" in r.stderr, r.stderr
     m.adopt()
     assert m.path("log").read_bytes() == b"kept"
+
+
+def test_no_spin_reaches_the_detached_server(mounts):
+    m = mounts()
+    m.start("--no-spin", background=True)
+    with open(f"/proc/{m.pid}/cmdline", "rb") as f:
+        assert b"--no-spin" in f.read().split(b"\0")
+    with open(m.path("log"), "ab") as f:
+        for i in range(200):
+            f.write(b"line %d\n" % i)
+            f.flush()
+    assert m.path("log").read_bytes() == b"".join(b"line %d\n" % i for i in range(200))
