@@ -681,7 +681,7 @@ class Vfs:
         end = min(off + size, tree.byte_length)
         if off >= end:
             return b""
-        found = tree.seek(off)
+        found = core.seek(off)
         if found is None:
             return b""
         idx, rel = found

@@ -12,6 +12,7 @@ encrypt, wait and emit events.  Nothing here awaits except ``wait_change``.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import struct
 from typing import Callable
@@ -379,6 +380,21 @@ class Core:
         self._seq = (i, off + size)
         return data
 
+    def seek(self, byte_offset: int) -> tuple[int, int] | None:
+        """(block, offset within it) of a stored byte offset, like ``tree.seek`` without padding;
+        a read that goes on where the last one stopped, or inside the read-ahead window, skips
+        the walk down the tree."""
+        ra = self._ra
+        if ra is not None:
+            spans = ra[4]
+            if spans[0][0] <= byte_offset < spans[-1][0] + spans[-1][1]:
+                k = bisect.bisect_right(spans, (byte_offset, MAX_BLOCK + 1)) - 1
+                return ra[0] + k, byte_offset - spans[k][0]
+        last, end = self._seq
+        if byte_offset == end and last + 1 < self.tree.length:
+            return last + 1, 0
+        return self.tree.seek(byte_offset)
+
     def _is_verified(self, i: int) -> bool:
         v = self._verified
         b = i >> 3
@@ -413,11 +429,13 @@ class Core:
         todo = [k for k in range(len(spans)) if not self._is_verified(i + k)]
         ok = [True] * len(spans)
 
+        mv = memoryview(buf)
+
         def check(ks):
             lh = crypto.leaf_hash
             for k in ks:
                 o, sz = spans[k]
-                ok[k] = lh(buf[o - off : o - off + sz]) == hashes[k]
+                ok[k] = lh(mv[o - off : o - off + sz]) == hashes[k]
 
         if len(todo) > 1:
             fut = _io_pool().submit(check, todo[1::2])

@@ -183,21 +183,70 @@ async def test_durable_sync(tmp_path):
         assert (tmp_path / "data").read_bytes() == b"x"
 
 
-async def test_sequential_read_ahead_still_checks_every_block(tmp_path):
-    blocks = [bytes([i]) * 40000 for i in range(40)]
+@pytest.mark.parametrize("bad", [5, 30, 57, 79])  # in the first window, the prefetched ones, the last block
+async def test_sequential_read_ahead_still_checks_every_block(tmp_path, bad):
+    blocks = [bytes([i]) * 40000 for i in range(80)]  # 1 MiB windows of 27 blocks
     async with Spacecore(tmp_path) as core:
         await core.append(blocks)
     p = tmp_path / "data"
     raw = bytearray(p.read_bytes())
-    raw[5 * 40000 + 123] ^= 1
+    raw[bad * 40000 + 123] ^= 1
     p.write_bytes(bytes(raw))
     async with Spacecore(tmp_path) as core:
-        for i in range(5):
+        for i in range(bad):
             assert await core.get(i) == blocks[i]
         with pytest.raises(Exception) as ei:
-            await core.get(5)
+            await core.get(bad)
         assert ei.value.code == "STORAGE_CORRUPT"
-        for i in range(6, 40):
+        for i in range(bad + 1, 80):
             assert await core.get(i) == blocks[i]
         with pytest.raises(Exception):
-            await core.get(5)
+            await core.get(bad)
+
+
+async def test_read_ahead_forgets_what_clear_and_truncate_removed(tmp_path):
+    blocks = [bytes([i]) * 40000 for i in range(80)]
+    async with Spacecore(tmp_path) as core:
+        await core.append(blocks)
+    async with Spacecore(tmp_path) as core:
+        for i in range(27):  # the first window (0-26) is served, the next one (27-53) prefetched
+            assert await core.get(i) == blocks[i]
+        await core.clear(30, 32)
+        for i in range(27, 30):
+            assert await core.get(i) == blocks[i]
+        for i in range(30, 32):
+            assert await core.get(i, wait=False) is None
+    async with Spacecore(tmp_path) as core:
+        for i in range(20):
+            assert await core.get(i) == blocks[i]
+        await core.clear(25, 35)
+        for i in range(20, 25):
+            assert await core.get(i) == blocks[i]
+        for i in range(25, 35):
+            assert await core.get(i, wait=False) is None
+        for i in range(35, 60):
+            assert await core.get(i) == blocks[i]
+        await core.truncate(62)
+        await core.append([b"new %d" % i for i in range(3)])
+        assert [await core.get(i) for i in range(60, 65)] == blocks[60:62] + [b"new %d" % i for i in range(3)]
+
+
+async def test_core_seek_agrees_with_the_tree_walk(tmp_path):
+    import random
+
+    rnd = random.Random(7)
+    blocks = [bytes([i % 251]) * rnd.choice([1, 100, 17000, 40000, 65536]) for i in range(120)]
+    async with Spacecore(tmp_path) as core:
+        await core.append(blocks)
+    async with Spacecore(tmp_path) as core:
+        c = core.core
+        total = c.tree.byte_length
+        probes = [0, 1, total - 1] + [rnd.randrange(total) for _ in range(300)]
+        starts = [0]
+        for b in blocks:
+            starts.append(starts[-1] + len(b))
+        for i in range(len(blocks)):  # sequential reads build read-ahead windows; seek after each
+            assert await core.get(i) == blocks[i]
+            for off in (starts[i], starts[i + 1] - 1, starts[i + 1], *probes[i * 2 : i * 2 + 3]):
+                if off < total:
+                    assert c.seek(off) == c.tree.seek(off), (i, off)
