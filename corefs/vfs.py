@@ -728,7 +728,7 @@ class Vfs:
             self._own_write = None
         e.length, e.byte_length = core.tree.length, core.tree.byte_length
         e.mtime_stale = e.mtime_must_move = True
-        if core.flush_due:
+        if core.flush_due or core.writeback_due:
             self._settle[id(core)] = (e, core)
             self._settle_wake.set()
         return len(data)
@@ -751,6 +751,8 @@ class Vfs:
                         continue
                     try:
                         core.settle()
+                        if core.writeback_due:
+                            core.start_writeback()
                     except Exception as err:  # stays due: the next append or sync retries and reports it
                         log.warning("%s: flush failed: %s", self._display(e.ino), err)
                     e.mtime_stale = True

@@ -35,6 +35,7 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _FALLOC_FL_KEEP_SIZE = 1
 _FALLOC_FL_PUNCH_HOLE = 2
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 class RandomAccessFile(Protocol):
@@ -152,6 +153,13 @@ class FileBackedFile:
     def sync(self) -> None:
         if self.fd >= 0:
             os.fdatasync(self.fd)
+
+    def start_writeback(self, offset: int, length: int) -> None:
+        """Start writing that range to disk without waiting (sync_file_range WRITE), so a later
+        sync has less left to do.  Durability still comes only from ``sync``."""
+        if self.fd >= 0 and length > 0:
+            _libc.sync_file_range(self.fd, ctypes.c_longlong(offset), ctypes.c_longlong(length),
+                                  ctypes.c_uint(_SYNC_FILE_RANGE_WRITE))  # advisory: errors ignored
 
     def lock(self) -> None:
         """Exclusive OFD lock on the whole file, as the reference takes it (01-core §6.1)."""

@@ -107,3 +107,33 @@ def test_close_and_the_next_append_run_a_pending_flush():
         assert files(def_store) == files(ref_store)
 
     trio.run(main)
+
+
+def test_start_writeback_hands_appended_data_to_the_disk_in_chunks(tmp_path):
+    from spacecorestore.core.core import WRITEBACK_CHUNK
+
+    async def main():
+        core = Spacecore(tmp_path, key_pair=KP)
+        await core.ready()
+        c = core.core
+        block = bytes(range(256)) * 256
+        while not c.writeback_due:
+            await core.append(block)
+        assert c.tree.byte_length >= WRITEBACK_CHUNK
+        c.start_writeback()  # sync_file_range on the data file: starts I/O, changes nothing
+        assert not c.writeback_due
+        await core.truncate(2)
+        assert c._writeback_from == c.tree.byte_length == 2 * len(block)
+        await core.append([block] * (WRITEBACK_CHUNK // len(block)))
+        assert c.writeback_due
+        c.start_writeback()
+        await core.close()
+        data = (tmp_path / "data").read_bytes()
+        assert data[: (2 + WRITEBACK_CHUNK // len(block)) * len(block)] == block * (2 + WRITEBACK_CHUNK // len(block))
+        reopened = Spacecore(tmp_path, key_pair=KP)
+        await reopened.ready()
+        assert not reopened.core.writeback_due  # what was there at open counts as handed over
+        assert await reopened.get(reopened.length - 1) == block
+        await reopened.close()
+
+    trio.run(main)
