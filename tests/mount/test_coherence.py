@@ -447,3 +447,32 @@ def test_direct_io_mount_reader_sees_appends(mounts, kind):
     seed_core(log, 9)
     run_follow(log, kind, 500, small, seed=91)
     run_follow(log, kind, 40, mixed, seed=92, fresh=True)
+
+
+def test_mmap_of_read_handles_follows_appends_and_write_handles_refuse_shared_maps(mount):
+    """Read-only handles keep the page cache, so mmap works there and sees what was appended
+    before it was mapped; a handle that can write bypasses the cache, and the kernel refuses a
+    MAP_SHARED mapping of it with ENODEV (a MAP_PRIVATE one works)."""
+    import errno
+    import mmap
+
+    path = mount.path("mapped")
+    path.write_bytes(b"first\n")
+    with open(path, "ab") as w:
+        w.write(b"second\n")
+        w.flush()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+                assert m[:] == b"first\nsecond\n"
+        finally:
+            os.close(fd)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        with pytest.raises(OSError) as ei:
+            mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ)
+        assert ei.value.errno == errno.ENODEV
+        with mmap.mmap(fd, 0, mmap.MAP_PRIVATE, mmap.PROT_READ) as m:
+            assert m[:] == b"first\nsecond\n"
+    finally:
+        os.close(fd)
