@@ -724,6 +724,9 @@ class Vfs:
         self._own_write = e
         try:
             await h.session.append(blocks)
+        except OSError as err:  # disk full or failing: nothing of this write was committed
+            raise StoreIOError(f"{self._display(e.ino)}: cannot append {len(data)} bytes: {err.strerror or err}",
+                               err.errno or errno.EIO) from None
         finally:
             self._own_write = None
         e.length, e.byte_length = core.tree.length, core.tree.byte_length
@@ -760,15 +763,21 @@ class Vfs:
             self._defer_flush = False
 
     async def fsync(self, fh: int) -> None:
-        h = self._handle(fh)
-        await h.session.sync()
-        h.entry.mtime_stale = True
+        await self._sync(self._handle(fh))
 
     async def flush(self, fh: int) -> None:
         """close(2): what was written is on disk when it returns (04-corefs §3, durability)."""
         h = self._handle(fh)
         if h.writable and h.session.core is not None:
+            await self._sync(h)
+
+    async def _sync(self, h: Handle) -> None:
+        try:
             await h.session.sync()
+        except OSError as err:
+            raise StoreIOError(f"{self._display(h.entry.ino)}: cannot sync: {err.strerror or err}",
+                               err.errno or errno.EIO) from None
+        finally:
             h.entry.mtime_stale = True
 
     async def release(self, fh: int) -> None:

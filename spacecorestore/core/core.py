@@ -705,6 +705,8 @@ class Core:
             return
         try:
             self.settle()
+        except OSError as err:  # the oplog holds every entry: the next open replays what the flush would have written
+            log.warning("%s: the flush at close failed (%s); the oplog keeps the changes", self.label or "core", err)
         finally:
             self.closed = True
             self._close_files()
