@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import struct
 from typing import Callable
 
 import trio
@@ -66,9 +65,6 @@ def _io_pool():
     return _pool
 
 
-_U64 = struct.Struct("<Q")
-
-
 class Core:
     def __init__(self, storage, label: str) -> None:
         self.storage = storage
@@ -107,7 +103,7 @@ class Core:
         self.defer_flush = False
         self._flush_due = False
         self._writeback_from = 0  # data before this offset has been handed to start_writeback
-        self._sign_ctx: tuple | None = None  # (manifest, signable prefix, multisig prefix or None)
+        self._sign_ctx: tuple | None = None  # (manifest, *_signing_prefixes(manifest))
 
     def _path(self, name: str) -> str:
         return f"{self.label}/{name}" if self.label else name
@@ -300,21 +296,24 @@ class Core:
         ctx = self._sign_ctx
         if ctx is None or ctx[0] is not m:
             ctx = self._sign_ctx = (m, *self._signing_prefixes(m))
-        sig = crypto.sign(ctx[1] + tree_hash + _U64.pack(length) + _U64.pack(fork), self.key_pair.secret_key)
+        signable = (crypto.compat_signable(tree_hash, length, fork) if ctx[1] is None
+                    else crypto.manifest_signable(ctx[1], tree_hash, length, fork))
+        sig = crypto.sign(signable, self.key_pair.secret_key)
         return sig if ctx[2] is None else ctx[2] + sig + b"\x00\x00"
 
-    def _signing_prefixes(self, m: Manifest | None) -> tuple[bytes, bytes | None]:
-        """What precedes the tree hash in the signed message, and for a v1 manifest what precedes
-        the signature in its one-signer multisig (its encoding ends with two zero uints)."""
+    def _signing_prefixes(self, m: Manifest | None) -> tuple[bytes | None, bytes | None]:
+        """The manifest context of the signed message (None: a compat core), and for a v1
+        manifest what precedes the signature in its one-signer multisig (which ends with two
+        zero uints)."""
         if self.compat:
-            return crypto.TREE, None
+            return None, None
         kp = self.key_pair
         idx = next((i for i, s in enumerate(m.signers) if s.public_key == kp.public_key), None)
         if idx is None:
             raise SessionNotWritableError("the key pair is not a signer of this core's manifest")
         if m.version == 0:
-            return crypto.TREE + m.signers[idx].namespace, None
-        return crypto.TREE + self.key, encode_multisig_v1([(idx, bytes(64))])[:-66]
+            return m.signers[idx].namespace, None
+        return self.key, encode_multisig_v1([(idx, bytes(64))])[:-66]
 
     def verify_signature(self, tree_hash: bytes, length: int, fork: int, signature: bytes | None) -> bool:
         if not signature:

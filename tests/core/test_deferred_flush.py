@@ -51,6 +51,17 @@ async def apply(core: Spacecore, o: tuple) -> None:
         await core.sync()
 
 
+async def two_cores() -> tuple[MemoryStorage, MemoryStorage, Spacecore, Spacecore]:
+    """Two cores with one key pair: one flushing as the reference does, one with defer_flush."""
+    ref_store, def_store = MemoryStorage(), MemoryStorage()
+    ref = Spacecore(ref_store, key_pair=KP)
+    deferred = Spacecore(def_store, key_pair=KP)
+    await ref.ready()
+    await deferred.ready()
+    deferred.core.defer_flush = True
+    return ref_store, def_store, ref, deferred
+
+
 async def blocks(core: Spacecore) -> list[bytes | None]:
     return [await core.get(i, wait=False) for i in range(core.length)]
 
@@ -59,12 +70,7 @@ async def blocks(core: Spacecore) -> list[bytes | None]:
 @given(st.lists(op, max_size=30))
 def test_deferred_flush_writes_the_same_files(ops):
     async def main():
-        ref_store, def_store = MemoryStorage(), MemoryStorage()
-        ref = Spacecore(ref_store, key_pair=KP)
-        deferred = Spacecore(def_store, key_pair=KP)
-        await ref.ready()
-        await deferred.ready()
-        deferred.core.defer_flush = True
+        ref_store, def_store, ref, deferred = await two_cores()
         for o in ops:
             await apply(ref, o)
             await apply(deferred, o)
@@ -90,12 +96,7 @@ def test_deferred_flush_writes_the_same_files(ops):
 
 def test_close_and_the_next_append_run_a_pending_flush():
     async def main():
-        ref_store, def_store = MemoryStorage(), MemoryStorage()
-        ref = Spacecore(ref_store, key_pair=KP)
-        deferred = Spacecore(def_store, key_pair=KP)
-        await ref.ready()
-        await deferred.ready()
-        deferred.core.defer_flush = True
+        ref_store, def_store, ref, deferred = await two_cores()
         for i in range(9):
             await ref.append(b"block %d" % i)
             await deferred.append(b"block %d" % i)
