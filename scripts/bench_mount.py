@@ -28,9 +28,10 @@ Rows (each timed with time.perf_counter around ``subprocess.run(..., check=True)
   empty file (corefs: a new empty core per run, created untimed with ``touch``).
   The corefs figure includes close(2), which fsyncs the core (04-corefs §3); the
   others do not fsync.  An extra column, "minimal + xattrs" (``minimal_fs.py
-  --xattrs``: GETXATTR answered with ENODATA), shows the ceiling for a filesystem that
-  has extended attributes at all: the kernel asks GETXATTR(security.capability)
+  --xattrs``: GETXATTR answered with ENODATA), shows what a filesystem with extended
+  attributes pays on the kernel's cached write path: a GETXATTR(security.capability)
   before every WRITE unless the daemon once answered ENOSYS (FUSE caches no xattrs).
+  corefs avoids it by opening writable handles with direct I/O (no such lookup there).
 * meta: ``ls -l DIR``, ``find DIR -type f -print0 | xargs -0 stat``, and ``xargs stat
   < names`` (10k LOOKUPs, no listing first) of the 10,000-entry directory, each on a
   fresh mount (native: warm dentry cache).  After ``ls -l`` the corefs daemon is asked
