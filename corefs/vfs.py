@@ -740,9 +740,7 @@ class Vfs:
         """Let appends leave the engine's periodic flush (tree nodes, bitfield, oplog header) to
         this task, which runs it once the WRITE's reply is on its way: the kernel and the writer
         go on meanwhile.  The next change of that core, a sync or its close runs it first anyway."""
-        self._defer_flush = True
-        for core in self.store._state.cores.values():
-            core.defer_flush = True
+        self._defer_flush = True  # for the cores that handles open from now on (_watch)
         task_status.started()
         try:
             while True:
